@@ -1,0 +1,37 @@
+# The two commands that matter (see README): `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test lint typecheck unit bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# constraints.txt pins torch to the 2.13.0 CPU build and numpy below 2
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)  ## create .venv and install nexus with its test tools
+
+demo: setup  ## the main job: an end-to-end control-plane demo on local storage
+	$(PY) -m nexus.demo
+
+lint: setup
+	$(VENV)/bin/ruff check nexus tests benchmarks
+	$(VENV)/bin/ruff format --check nexus tests benchmarks
+
+typecheck: setup
+	$(VENV)/bin/mypy
+
+unit: setup
+	$(PY) -m pytest
+
+test: lint typecheck unit  ## everything CI runs
+
+bench: setup  ## transfer benchmark (1 GiB; BENCH_ARGS="--size-mib 128" for a quick run)
+	$(PY) benchmarks/bench_transfer.py $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

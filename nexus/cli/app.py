@@ -1,0 +1,286 @@
+"""`nexus` commands. Each is a few lines around one call into the library."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from collections.abc import Callable
+from dataclasses import asdict
+from datetime import UTC
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from nexus import __version__
+from nexus.cli._errors import describe
+from nexus.cli._output import human_size, short_time, stderr, stdout, transfer_progress
+from nexus.config import CONFIG_FILE, StorageSettings
+from nexus.errors import ConfigError
+from nexus.metadata import META_FILE, ModelVersion, parse_time
+from nexus.registry import Project, init
+
+app = typer.Typer(
+    name="nexus",
+    help="Git-pinned, verified PyTorch model versions, served by Triton.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    rich_markup_mode=None,
+)
+
+
+class _State:
+    debug: bool = False
+    repo: Path | None = None
+
+
+state = _State()
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# Shared argument and option types, defined once.
+ModelArg = Annotated[str, typer.Argument(help="Model name: letters, digits, '_', '-', '.'.", show_default=False)]
+OptionalModelArg = Annotated[str | None, typer.Argument(help="Only this model.", show_default=False)]
+VersionOpt = Annotated[int | None, typer.Option("--version", "-v", help="Version number (default: latest).")]
+CommitOpt = Annotated[str | None, typer.Option("--commit", help="Version stored at this commit (4+ hex digits).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of a table.")]
+GitCommitOpt = Annotated[bool, typer.Option("--commit", help="Commit .nexus_meta.json afterwards.")]
+
+
+def _handles_errors(fn: F) -> F:
+    """Turn NexusML errors into one red line on stderr and an exit code (tracebacks only with --debug)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort):
+            raise
+        except (Exception, KeyboardInterrupt) as e:
+            if state.debug:
+                raise
+            message, code = describe(e)
+            stderr().print(f"[bold red]Error:[/] {escape(message)}")
+            raise typer.Exit(code) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _project() -> Project:
+    return Project.open(state.repo)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        stdout().print(f"nexus {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.", envvar="NEXUS_DEBUG")] = False,
+    repo: Annotated[
+        Path | None, typer.Option("-C", "--repo", help="Run as if started in this folder.", show_default=False)
+    ] = None,
+    _version: Annotated[
+        bool, typer.Option("--version", callback=_version_callback, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    state.debug = debug
+    state.repo = repo
+
+
+@app.command("init")
+@_handles_errors
+def init_cmd(
+    storage: Annotated[
+        str, typer.Option(help="s3://bucket/prefix, gs://bucket/prefix, file:///abs/dir or a folder.")
+    ] = StorageSettings.uri,
+    endpoint_url: Annotated[str | None, typer.Option(help="S3-compatible endpoint (MinIO).")] = None,
+    region: Annotated[str | None, typer.Option(help="Bucket region.")] = None,
+    force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite an existing .nexusrc.")] = False,
+) -> None:
+    """Write .nexusrc (storage settings, never credentials) at the repository root."""
+    target = Path(state.repo or Path.cwd())
+    from nexus import git_utils
+
+    existing = git_utils.find_root(target) / CONFIG_FILE
+    if existing.exists() and not force:
+        raise ConfigError(str(existing), "already exists", "edit it, or pass --force to overwrite it")
+    path = init(target, StorageSettings(uri=storage, endpoint_url=endpoint_url, region=region))
+    out = stdout()
+    out.print(f"Wrote {path} (storage: {storage})")
+    out.print(f"Next: git add {CONFIG_FILE} && git commit -m 'nexus: configure storage'")
+
+
+@app.command()
+@_handles_errors
+def store(
+    path: Annotated[Path, typer.Argument(help="TorchScript (.pt), torch.export (.pt2) or ONNX file.")],
+    model_name: ModelArg,
+    allow_dirty: Annotated[
+        bool, typer.Option("--allow-dirty", help="Store even with uncommitted changes (recorded as dirty).")
+    ] = False,
+    commit: GitCommitOpt = False,
+) -> None:
+    """Upload a model binary pinned to HEAD's commit and record it in .nexus_meta.json."""
+    project = _project()
+    size = path.stat().st_size if path.is_file() else 0
+    with transfer_progress(f"store {model_name}", size) as progress:
+        result = project.store(path, model_name, allow_dirty=allow_dirty, commit=commit, progress=progress)
+    v = result.version
+    out = stdout()
+    what = f"{v.model_name} v{v.version} (commit {v.short_commit}, {v.format}, {human_size(v.size)})"
+    if result.action == "unchanged":
+        out.print(f"Already stored: {what} holds these exact bytes; nothing to do.")
+        if not v.is_latest:
+            hint = f"nexus rollback {v.model_name} --to {v.version}"
+            out.print(f"It is not the latest version; to make it latest: {hint}")
+        return
+    if result.action == "recorded":
+        out.print(f"Found identical bytes already in storage; recorded {what}.")
+    else:
+        out.print(f"Stored {what}")
+    out.print(f"  {v.storage_uri}")
+    out.print(f"  sha256 {v.sha256}")
+    if v.dirty:
+        stderr().print("[yellow]Warning:[/] the tree had uncommitted changes; the version is recorded as dirty.")
+    if result.metadata_commit:
+        out.print(f"Committed {META_FILE} as {result.metadata_commit[:8]}.")
+    else:
+        out.print(f"Next: git add {META_FILE} && git commit -m 'nexus: store {v.model_name} v{v.version}'")
+
+
+@app.command()
+@_handles_errors
+def load(
+    model_name: ModelArg,
+    version: VersionOpt = None,
+    commit: CommitOpt = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="File or folder (default: ./MODEL_NAME.EXT).")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", "-f", help="Replace an existing output file.")] = False,
+) -> None:
+    """Download a version (latest by default), verify its sha256, and write it to a file."""
+    project = _project()
+    v = project.resolve(model_name, version, commit)
+    with transfer_progress(f"load {model_name} v{v.version}", v.size) as progress:
+        result = project.load(model_name, version=v.version, output=output, force=force, progress=progress)
+    source = "from the verified cache" if result.from_cache else "downloaded"
+    stdout().print(
+        f"Loaded {v.model_name} v{v.version} (commit {v.short_commit}) -> {result.path} ({source}, sha256 verified)"
+    )
+
+
+@app.command("list")
+@_handles_errors
+def list_cmd(model_name: OptionalModelArg = None, as_json: JsonOpt = False) -> None:
+    """List stored versions."""
+    versions = _project().versions(model_name)
+    if as_json:
+        typer.echo(json.dumps([asdict(v) for v in versions], indent=2))
+        return
+    if not versions:
+        stdout().print("No models stored yet. Store one with `nexus store PATH MODEL_NAME`.")
+        return
+    stdout().print(_versions_table(versions, show_model=model_name is None))
+
+
+def _versions_table(versions: list[ModelVersion], show_model: bool) -> Table:
+    table = Table(box=None, header_style="bold")
+    columns = ["version", "commit", "size", "created", "latest", "format", "author"]
+    for name in ["model", *columns] if show_model else columns:
+        right = name in ("version", "size")
+        table.add_column(name, justify="right" if right else "left", no_wrap=name != "author")
+    for v in versions:
+        commit = v.short_commit + (" (dirty)" if v.dirty else "")
+        row = [
+            str(v.version),
+            commit,
+            human_size(v.size),
+            short_time(v.created_at),
+            "*" if v.is_latest else "",
+            v.format,
+            _name(v.author),
+        ]
+        table.add_row(*([v.model_name, *row] if show_model else row), style="bold green" if v.is_latest else None)
+    return table
+
+
+@app.command()
+@_handles_errors
+def rollback(
+    model_name: ModelArg,
+    to: Annotated[str | None, typer.Option("--to", help="Version number (3 or v3) or commit prefix.")] = None,
+    commit: GitCommitOpt = False,
+) -> None:
+    """Make an older version the latest (the one before the current latest by default)."""
+    project = _project()
+    result = project.rollback(model_name, to)
+    target = project.resolve(model_name, result.to_version)
+    out = stdout()
+    out.print(
+        f"Rolled back {model_name}: latest is now v{result.to_version} (commit {target.short_commit}), "
+        f"was v{result.from_version}."
+    )
+    if commit:
+        from nexus import git_utils
+
+        sha = git_utils.commit_paths(
+            project.root, [META_FILE], f"nexus: roll back {model_name} to v{result.to_version}"
+        )
+        out.print(f"Committed {META_FILE} as {sha[:8]}.")
+    else:
+        out.print(f"Next: git add {META_FILE} && git commit -m 'nexus: roll back {model_name} to v{result.to_version}'")
+
+
+@app.command()
+@_handles_errors
+def history(
+    model_name: ModelArg,
+    at: Annotated[str | None, typer.Option("--at", help="Only say which version was latest at this ISO time.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show every change of the latest version (stores and rollbacks), oldest first."""
+    record = _project().model(model_name)
+    if at is not None:
+        try:
+            when = parse_time(at)
+        except ValueError:
+            raise ConfigError("--at", f"{at!r} is not an ISO 8601 time", "write e.g. 2026-11-26T08:00:00Z") from None
+        number = record.latest_at(when)
+        if as_json:
+            typer.echo(
+                json.dumps({"model_name": model_name, "at": when.astimezone(UTC).isoformat(), "version": number})
+            )
+        elif number is None:
+            stdout().print(f"{model_name} had no version yet at {at}.")
+        else:
+            stdout().print(f"{model_name}: v{number} was latest at {at}.")
+        return
+    if as_json:
+        typer.echo(json.dumps([asdict(e) for e in record.history], indent=2))
+        return
+    table = Table(box=None, header_style="bold")
+    for name in ("at", "action", "from", "to", "by"):
+        table.add_column(name, no_wrap=name != "by")
+    for e in record.history:
+        before = "-" if e.from_version is None else f"v{e.from_version}"
+        table.add_row(short_time(e.at), e.action, before, f"v{e.to_version}", _name(e.by))
+    stdout().print(table)
+
+
+def _name(author: str) -> str:
+    """`Ada Lovelace <ada@example.com>` -> `Ada Lovelace`, for narrow tables."""
+    return author.split(" <", 1)[0]
+
+
+def main() -> None:
+    """Console-script entry point."""
+    os.environ.setdefault("PYTHONIOENCODING", "utf-8")
+    app()

@@ -1,0 +1,147 @@
+"""Recognise a model file's format from its bytes, and read its input/output signature if it has one.
+
+==============  ===========================================  =========  ==========================
+format          how it is recognised                         extension  signature
+==============  ===========================================  =========  ==========================
+torchscript     zip archive with `<name>/code/` (jit.save)   .pt        not carried by the format
+torch_export    zip archive with `<name>/archive_format`     .pt2       from the exported graph
+onnx            protobuf `ModelProto` with a graph            .onnx      from graph inputs/outputs
+==============  ===========================================  =========  ==========================
+
+A `torch.save` pickle (an `nn.Module` or a state_dict) is refused: it cannot be served without its
+Python class, and unpickling runs arbitrary code. Nothing here unpickles anything.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nexus.errors import PickledModelError, UnsupportedFormatError
+from nexus.metadata import Signature, TensorSpec
+
+TORCHSCRIPT = "torchscript"
+TORCH_EXPORT = "torch_export"
+ONNX = "onnx"
+
+EXTENSIONS = {TORCHSCRIPT: "pt", TORCH_EXPORT: "pt2", ONNX: "onnx"}
+
+# onnx.TensorProto.DataType -> the dtype names NexusML records (numpy's, plus bfloat16)
+_ONNX_DTYPES = {
+    1: "float32", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int32", 7: "int64", 8: "string",
+    9: "bool", 10: "float16", 11: "float64", 12: "uint32", 13: "uint64", 16: "bfloat16",
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ArtifactInfo:
+    format: str
+    signature: Signature | None
+
+    @property
+    def extension(self) -> str:
+        return EXTENSIONS[self.format]
+
+
+def inspect_artifact(path: Path) -> ArtifactInfo:
+    """Detect the format of ``path`` and read its signature where the format carries one."""
+    fmt = detect_format(path)
+    if fmt == TORCH_EXPORT:
+        return ArtifactInfo(fmt, _export_signature(path))
+    if fmt == ONNX:
+        return ArtifactInfo(fmt, _onnx_signature(path))
+    return ArtifactInfo(fmt, None)
+
+
+def detect_format(path: Path) -> str:
+    """One of :data:`TORCHSCRIPT`, :data:`TORCH_EXPORT`, :data:`ONNX`; raises for anything else."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head:
+        raise UnsupportedFormatError(path, "an empty file")
+    if zipfile.is_zipfile(path):
+        return _zip_format(path)
+    if head[:1] == b"\x80":  # pickle protocol 2+: the legacy (pre-1.6) torch.save format
+        raise PickledModelError(path)
+    if _looks_like_onnx(path):
+        return ONNX
+    raise UnsupportedFormatError(path, "not a recognised model file")
+
+
+def _zip_format(path: Path) -> str:
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+    except zipfile.BadZipFile as e:
+        raise UnsupportedFormatError(path, f"a damaged zip archive ({e})") from e
+    parts = [n.split("/", 1)[1] for n in names if "/" in n]
+    if any(p.startswith("code/") for p in parts) and "constants.pkl" in parts:
+        return TORCHSCRIPT
+    if "archive_format" in parts or any(p.startswith("models/") for p in parts):
+        return TORCH_EXPORT
+    if "data.pkl" in parts:
+        raise PickledModelError(path)
+    raise UnsupportedFormatError(path, "a zip archive that is not a PyTorch model")
+
+
+def _looks_like_onnx(path: Path) -> bool:
+    try:
+        import onnx
+    except ImportError:  # pragma: no cover - onnx is a core dependency
+        return path.suffix == ".onnx"
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # noqa: BLE001 - onnx raises DecodeError, ValueError, ...: all mean "not ONNX"
+        return False
+    return bool(model.ir_version) and bool(model.graph.node)
+
+
+def _dims(shape: Any) -> list[int]:
+    return [int(d) if isinstance(d, int) else -1 for d in shape]
+
+
+def _export_signature(path: Path) -> Signature:
+    import torch
+
+    try:
+        program = torch.export.load(str(path))
+    except Exception as e:
+        raise UnsupportedFormatError(
+            path, f"a torch.export archive that torch {torch.__version__} cannot load ({e})"
+        ) from e
+    user_inputs = set(program.graph_signature.user_inputs)
+    inputs: list[TensorSpec] = []
+    outputs: list[TensorSpec] = []
+    for node in program.graph.nodes:
+        if node.op == "placeholder" and node.name in user_inputs:
+            inputs.append(_spec(node.name, node.meta.get("val")))
+        elif node.op == "output":
+            names = list(program.graph_signature.user_outputs)
+            values = [getattr(a, "meta", {}).get("val") for a in node.args[0]]
+            outputs = [_spec(str(n or f"output_{i}"), v) for i, (n, v) in enumerate(zip(names, values, strict=False))]
+    return Signature(inputs=inputs, outputs=outputs)
+
+
+def _spec(name: str, value: Any) -> TensorSpec:
+    if value is None or not hasattr(value, "shape"):
+        return TensorSpec(name=name, dtype="unknown", shape=[])
+    return TensorSpec(name=name, dtype=str(value.dtype).removeprefix("torch."), shape=_dims(value.shape))
+
+
+def _onnx_signature(path: Path) -> Signature:
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    initializers = {i.name for i in graph.initializer}
+
+    def spec(value: Any) -> TensorSpec:
+        tensor = value.type.tensor_type
+        dims = [d.dim_value if d.HasField("dim_value") else -1 for d in tensor.shape.dim]
+        return TensorSpec(name=value.name, dtype=_ONNX_DTYPES.get(tensor.elem_type, "unknown"), shape=dims)
+
+    return Signature(
+        inputs=[spec(v) for v in graph.input if v.name not in initializers],
+        outputs=[spec(v) for v in graph.output],
+    )

@@ -1,0 +1,137 @@
+"""Streaming sha256: every byte NexusML moves is hashed on the way, never in a second pass.
+
+`copy_and_hash` overlaps hashing with writing (hashlib and file writes release the GIL), so a
+verified copy costs about as much as hashing alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+
+class Writable(Protocol):
+    """Where bytes go: a binary file, or anything with ``write(bytes)``."""
+
+    def write(self, data: bytes, /) -> int: ...
+
+
+#: Called with the number of bytes just moved.
+Progress = Callable[[int], None]
+
+CHUNK = 8 << 20
+
+
+@dataclass(frozen=True)
+class Digest:
+    sha256: str
+    size: int
+
+
+def _noop(_: int) -> None:
+    return None
+
+
+def hash_file(path: Path, progress: Progress | None = None) -> Digest:
+    """The sha256 and size of a file."""
+    progress = progress or _noop
+    h = hashlib.sha256()
+    size = 0
+    buf = bytearray(CHUNK)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(buf):
+            h.update(view[:n])
+            size += n
+            progress(n)
+    return Digest(h.hexdigest(), size)
+
+
+def copy_and_hash(src: BinaryIO, dst: Writable, progress: Progress | None = None) -> Digest:
+    """Copy ``src`` to ``dst`` and return the digest of exactly the bytes written.
+
+    The reading thread hashes each chunk while a writer thread writes the previous one.
+    """
+    progress = progress or _noop
+    h = hashlib.sha256()
+    size = 0
+    chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=4)
+    failure: list[BaseException] = []
+
+    def write() -> None:
+        while (chunk := chunks.get()) is not None:
+            if failure:
+                continue  # drain so the reader never blocks
+            try:
+                dst.write(chunk)
+            except BaseException as e:  # noqa: BLE001 - handed to the reading thread and re-raised there
+                failure.append(e)
+
+    writer = threading.Thread(target=write, name="nexus-copy-writer", daemon=True)
+    writer.start()
+    try:
+        while chunk := src.read(CHUNK):
+            if failure:
+                break
+            h.update(chunk)
+            chunks.put(chunk)
+            size += len(chunk)
+            progress(len(chunk))
+    finally:
+        chunks.put(None)
+        writer.join()
+    if failure:
+        raise failure[0]
+    return Digest(h.hexdigest(), size)
+
+
+class HashingReader:
+    """A read-only file wrapper that hashes what is read, for SDKs that pull from a file object.
+
+    SDKs may seek back to resend a chunk; bytes already hashed are not hashed twice. If a reader
+    skips ahead, the running hash is abandoned and :meth:`digest` hashes the file again.
+    """
+
+    def __init__(self, f: BinaryIO, progress: Progress | None = None) -> None:
+        self._f = f
+        self._progress = progress or _noop
+        self._hash = hashlib.sha256()
+        self._hashed = 0
+        self._valid = True
+
+    def read(self, n: int = -1) -> bytes:
+        pos = self._f.tell()
+        data = self._f.read(n)
+        if pos > self._hashed:
+            self._valid = False
+        new = self._hashed - pos
+        if self._valid and new < len(data):
+            fresh = data[max(new, 0) :]
+            self._hash.update(fresh)
+            self._hashed += len(fresh)
+            self._progress(len(fresh))
+        return data
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._f.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._f.tell()
+
+    def seekable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return True
+
+    def digest(self, path: Path) -> Digest:
+        """The digest of the whole file; hashes ``path`` again only if the stream was not read in order."""
+        size = self._f.seek(0, 2)
+        if self._valid and self._hashed == size:
+            return Digest(self._hash.hexdigest(), size)
+        return hash_file(path)

@@ -1,0 +1,62 @@
+"""A folder on a local or mounted filesystem.
+
+Layout below the root: `<model_name>/<commit>.<ext>`. Each object is written to a hidden temporary
+file in the same folder, fsynced, then hard-linked to its final name: `link` fails if the name is
+taken, which makes the write create-only and atomic, and a half-written file never has a final name.
+Stored files are read-only.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from nexus.atomic import temporary_sibling
+from nexus.errors import ObjectMissingError, StorageError
+from nexus.hashing import Digest, Progress, Writable, copy_and_hash
+from nexus.storage.base import KeyExistsError, Storage
+
+
+class LocalStorage(Storage):
+    scheme = "file"
+
+    def __init__(self, base_uri: str, root: Path) -> None:
+        super().__init__(base_uri)
+        self.root = root
+
+    def _path(self, key: str) -> Path:
+        return self.root.joinpath(*key.split("/"))
+
+    def size(self, key: str) -> int | None:
+        try:
+            return self._path(key).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    def put_file(self, key: str, path: Path, progress: Progress | None = None) -> Digest:
+        dest = self._path(key)
+        if dest.exists():
+            raise KeyExistsError(self.uri(key))
+        try:
+            with temporary_sibling(dest) as (tmp, out), open(path, "rb") as src:
+                digest = copy_and_hash(src, out, progress)
+                out.flush()
+                os.fsync(out.fileno())
+                tmp.chmod(0o444)  # a stored version is never edited in place
+                try:
+                    os.link(tmp, dest)
+                except FileExistsError:
+                    raise KeyExistsError(self.uri(key)) from None
+        except PermissionError as e:
+            raise StorageError(f"cannot write to {dest.parent}: permission denied; fix the folder's permissions") from e
+        if dest.stat().st_size != digest.size:
+            raise StorageError(f"{dest} has the wrong size after writing; check the filesystem")
+        return digest
+
+    def download(self, key: str, out: Writable, progress: Progress | None = None) -> Digest:
+        try:
+            src = open(self._path(key), "rb")  # noqa: SIM115 - closed below
+        except FileNotFoundError:
+            raise ObjectMissingError(self.uri(key)) from None
+        with src:
+            return copy_and_hash(src, out, progress)

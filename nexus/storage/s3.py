@@ -1,0 +1,239 @@
+"""Amazon S3 and S3-compatible servers (MinIO, moto) through boto3.
+
+Objects live at `s3://<bucket>/<prefix>/<model_name>/<commit>.<ext>`.
+
+Uploads are create-only on the server: `If-None-Match: *` on `PutObject` and on
+`CompleteMultipartUpload`, so two writers racing for a key cannot both win. Files up to
+:data:`MULTIPART_THRESHOLD` go in one `PutObject` carrying their SHA-256, which S3 checks before it
+accepts the object. Larger files are read once, in order: each part is hashed into the file's
+SHA-256 as it is read, then uploaded by a pool of threads with a per-part checksum that S3 checks;
+a failed upload is aborted, so no partial object is ever visible. Credentials come only from
+boto3's standard chain (environment, profiles, instance roles).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import threading
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+from nexus.errors import (
+    BucketNotFoundError,
+    EndpointUnreachableError,
+    MissingDependencyError,
+    ObjectMissingError,
+    StorageCredentialsError,
+    StorageError,
+)
+from nexus.hashing import Digest, Progress, Writable
+from nexus.storage.base import KeyExistsError, Storage
+
+try:
+    import boto3
+    import botocore.config
+    import botocore.exceptions
+except ImportError as e:  # pragma: no cover - exercised only without the extra
+    raise MissingDependencyError("s3:// storage", "s3") from e
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+MULTIPART_THRESHOLD = 16 << 20
+PART_SIZE = 16 << 20
+MAX_PARTS = 10_000
+CONCURRENCY = 8
+_CHUNK = 1 << 20
+
+_MISSING_BUCKET = {"NoSuchBucket"}
+_DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken", "403"}
+_TAKEN = {"PreconditionFailed", "412", "ConditionalRequestConflict"}
+
+
+class S3Storage(Storage):
+    scheme = "s3"
+
+    def __init__(self, base_uri: str, bucket: str, prefix: str, endpoint_url: str | None, region: str | None) -> None:
+        super().__init__(base_uri)
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.endpoint_url = endpoint_url
+        config = botocore.config.Config(
+            retries={"max_attempts": 4, "mode": "standard"},
+            connect_timeout=10,
+            read_timeout=120,
+            max_pool_connections=CONCURRENCY + 2,
+        )
+        self.client: S3Client = boto3.session.Session().client(
+            "s3", endpoint_url=endpoint_url, region_name=region, config=config
+        )
+        self._bucket_checked = False
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    # -- errors -----------------------------------------------------------------------------
+
+    @contextmanager
+    def _errors(self, key: str) -> Iterator[None]:
+        """Translate botocore's exceptions into NexusML's for the object at ``key``."""
+        uri = self.uri(key)
+        try:
+            yield
+        except botocore.exceptions.NoCredentialsError as e:
+            raise StorageCredentialsError(uri, "boto3 found no credentials") from e
+        except (
+            botocore.exceptions.EndpointConnectionError,
+            botocore.exceptions.ConnectTimeoutError,
+            botocore.exceptions.ConnectionClosedError,
+            botocore.exceptions.ReadTimeoutError,
+        ) as e:
+            raise EndpointUnreachableError(self.endpoint_url or "AWS S3", str(e)) from e
+        except botocore.exceptions.ClientError as e:
+            code = str(e.response.get("Error", {}).get("Code", ""))
+            if code in _TAKEN:
+                raise KeyExistsError(uri) from e
+            if code in _MISSING_BUCKET:
+                raise BucketNotFoundError(f"s3://{self.bucket}") from e
+            if code in _DENIED:
+                raise StorageCredentialsError(uri, f"S3 answered {code}") from e
+            if code in {"NoSuchKey", "404"}:
+                raise ObjectMissingError(uri) from e
+            raise StorageError(f"S3 request for {uri} failed: {e}; check the bucket and your access") from e
+        except botocore.exceptions.BotoCoreError as e:
+            raise StorageError(f"S3 request for {uri} failed: {e}; check the storage settings") from e
+
+    def _check_bucket(self, key: str) -> None:
+        if self._bucket_checked:
+            return
+        with self._errors(key):
+            try:
+                self.client.head_bucket(Bucket=self.bucket)
+            except botocore.exceptions.ClientError as e:
+                if str(e.response.get("Error", {}).get("Code")) in {"404", "NoSuchBucket"}:
+                    raise BucketNotFoundError(f"s3://{self.bucket}") from e
+                raise
+        self._bucket_checked = True
+
+    # -- contract ---------------------------------------------------------------------------
+
+    def size(self, key: str) -> int | None:
+        self._check_bucket(key)
+        try:
+            with self._errors(key):
+                head = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+        except ObjectMissingError:
+            return None
+        return int(head["ContentLength"])
+
+    def put_file(self, key: str, path: Path, progress: Progress | None = None) -> Digest:
+        self._check_bucket(key)
+        size = path.stat().st_size
+        with self._errors(key), open(path, "rb") as f:
+            if size <= MULTIPART_THRESHOLD:
+                digest = self._put_single(key, f, progress)
+            else:
+                digest = self._put_multipart(key, f, size, progress)
+            head = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+        if int(head["ContentLength"]) != digest.size:
+            raise StorageError(f"{self.uri(key)} has size {head['ContentLength']} after upload, sent {digest.size}")
+        return digest
+
+    def _put_single(self, key: str, f: BinaryIO, progress: Progress | None) -> Digest:
+        data = f.read()
+        sha = hashlib.sha256(data)
+        self.client.put_object(
+            Bucket=self.bucket,
+            Key=self._key(key),
+            Body=data,
+            IfNoneMatch="*",
+            ChecksumSHA256=base64.b64encode(sha.digest()).decode(),  # S3 rejects the PUT if the bytes differ
+        )
+        if progress:
+            progress(len(data))
+        return Digest(sha.hexdigest(), len(data))
+
+    def _put_multipart(self, key: str, f: BinaryIO, size: int, progress: Progress | None) -> Digest:
+        part_size = max(PART_SIZE, -(-size // MAX_PARTS))
+        s3_key = self._key(key)
+        upload_id = self.client.create_multipart_upload(Bucket=self.bucket, Key=s3_key, ChecksumAlgorithm="CRC32")[
+            "UploadId"
+        ]
+        sha = hashlib.sha256()
+        sent = 0
+        slots = threading.BoundedSemaphore(CONCURRENCY + 2)  # parts held in memory at once
+        lock = threading.Lock()
+
+        def upload(number: int, body: bytes) -> dict[str, Any]:
+            try:
+                r = self.client.upload_part(
+                    Bucket=self.bucket,
+                    Key=s3_key,
+                    UploadId=upload_id,
+                    PartNumber=number,
+                    Body=body,
+                    ChecksumAlgorithm="CRC32",
+                )
+                if progress:
+                    with lock:
+                        progress(len(body))
+                part = {"PartNumber": number, "ETag": r["ETag"]}
+                if "ChecksumCRC32" in r:
+                    part["ChecksumCRC32"] = r["ChecksumCRC32"]
+                return part
+            finally:
+                slots.release()
+
+        futures: list[Future[dict[str, Any]]] = []
+        try:
+            with ThreadPoolExecutor(CONCURRENCY, thread_name_prefix="nexus-s3-part") as pool:
+                number = 1
+                while body := f.read(part_size):
+                    sha.update(body)  # hashed in file order while earlier parts upload
+                    sent += len(body)
+                    slots.acquire()
+                    if any(fut.done() and fut.exception() for fut in futures):
+                        slots.release()
+                        break
+                    futures.append(pool.submit(upload, number, body))
+                    number += 1
+            parts = [fut.result() for fut in futures]  # re-raises the first failed part
+            if sent != size:
+                raise StorageError(
+                    f"{getattr(f, 'name', 'the file')} changed size while it was uploaded; store it again"
+                )
+            self.client.complete_multipart_upload(
+                Bucket=self.bucket,
+                Key=s3_key,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": parts},  # type: ignore[typeddict-item]
+                IfNoneMatch="*",
+            )
+        except BaseException:
+            self._abort(s3_key, upload_id)
+            raise
+        return Digest(sha.hexdigest(), sent)
+
+    def _abort(self, s3_key: str, upload_id: str) -> None:
+        # If the server is gone or refuses, the parts stay invisible and expire by bucket lifecycle policy.
+        with contextlib.suppress(botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError):
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=s3_key, UploadId=upload_id)
+
+    def download(self, key: str, out: Writable, progress: Progress | None = None) -> Digest:
+        self._check_bucket(key)
+        sha = hashlib.sha256()
+        size = 0
+        with self._errors(key):
+            body = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
+            for chunk in body.iter_chunks(_CHUNK):
+                sha.update(chunk)
+                out.write(chunk)
+                size += len(chunk)
+                if progress:
+                    progress(len(chunk))
+        return Digest(sha.hexdigest(), size)

@@ -1,0 +1,96 @@
+"""Test helpers: one-line git repositories and small real models of each format."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass
+class GitRepo:
+    root: Path
+
+    @classmethod
+    def create(cls, root: Path) -> GitRepo:
+        root.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["git", "init", "-q", str(root)], check=True)
+        return cls(root)
+
+    def git(self, *args: str) -> str:
+        result = subprocess.run(["git", *args], cwd=self.root, capture_output=True, text=True, check=True)
+        return result.stdout.strip()
+
+    def gen(self, files: dict[str, str | bytes], commit: str | None = None) -> None:
+        """Write ``files`` (relative path -> content); with ``commit``, add and commit them."""
+        for name, content in files.items():
+            path = self.root / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(content, bytes):
+                path.write_bytes(content)
+            else:
+                path.write_text(content, encoding="utf-8")
+        if commit:
+            self.git("add", *files)
+            self.git("commit", "-q", "-m", commit)
+
+    @property
+    def head(self) -> str:
+        return self.git("rev-parse", "HEAD")
+
+    def status(self) -> str:
+        return self.git("status", "--porcelain")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _mlp(seed: int):  # type: ignore[no-untyped-def]
+    import torch
+
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3)).eval()
+
+
+def make_torchscript(path: Path, seed: int = 0) -> Path:
+    import torch
+
+    torch.jit.script(_mlp(seed)).save(str(path))
+    return path
+
+
+def make_torch_export(path: Path, seed: int = 0) -> Path:
+    import torch
+    from torch.export import Dim
+
+    program = torch.export.export(_mlp(seed), (torch.randn(2, 4),), dynamic_shapes=({0: Dim("batch")},))
+    torch.export.save(program, str(path))
+    return path
+
+
+def make_onnx(path: Path) -> Path:
+    """A real ONNX model (y = relu(x @ W + b)) built with onnx.helper: no exporter needed."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((4, 3)).astype(np.float32), name="W")
+    b = numpy_helper.from_array(rng.standard_normal(3).astype(np.float32), name="B")
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "W", "B"], ["h"]), helper.make_node("Relu", ["h"], ["y"])],
+        "mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])],
+        initializer=[w, b],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path

@@ -1,0 +1,170 @@
+"""The `nexus` CLI: exact effects, exit codes and one-line errors, through Typer's CliRunner."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from nexus.cli import app
+from nexus.metadata import META_FILE
+from tests.backends import Backend
+from tests.helpers import GitRepo
+
+
+@pytest.fixture
+def cli() -> CliRunner:
+    return CliRunner()
+
+
+def run(cli: CliRunner, *args: str):  # type: ignore[no-untyped-def]
+    return cli.invoke(app, list(args), catch_exceptions=False)
+
+
+def test_store_prints_what_was_stored_and_what_to_commit(
+    cli: CliRunner, repo: GitRepo, backend: Backend, models: dict[str, Path]
+) -> None:
+    result = run(cli, "store", str(models["torchscript"]), "prod_model")
+
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(f"Stored prod_model v1 (commit {repo.head[:8]}, torchscript, ")
+    assert lines[1].strip() == f"{backend.uri}/prod_model/{repo.head}.pt"
+    assert lines[2].strip().startswith("sha256 ")
+    assert lines[3] == "Next: git add .nexus_meta.json && git commit -m 'nexus: store prod_model v1'"
+
+    again = run(cli, "store", str(models["torchscript"]), "prod_model")
+    assert again.exit_code == 0
+    assert again.stdout.startswith("Already stored: prod_model v1")
+
+
+def test_store_with_commit_commits_the_metadata(cli: CliRunner, repo: GitRepo, models: dict[str, Path]) -> None:
+    result = run(cli, "store", str(models["torchscript"]), "m", "--commit")
+    assert result.exit_code == 0, result.output
+    assert f"Committed {META_FILE} as {repo.head[:8]}." in result.stdout
+    assert repo.status() == ""
+
+
+def test_list_shows_a_table_and_json(cli: CliRunner, repo: GitRepo, models: dict[str, Path]) -> None:
+    run(cli, "store", str(models["torchscript"]), "a")
+    run(cli, "store", str(models["onnx"]), "b")
+
+    table = run(cli, "list")
+    assert table.exit_code == 0
+    header, *rows = table.stdout.splitlines()
+    assert header.split() == ["model", "version", "commit", "size", "created", "latest", "format", "author"]
+    assert [r.split()[:3] for r in rows] == [["a", "1", repo.head[:8]], ["b", "1", repo.head[:8]]]
+    assert all("*" in r and "Test User" in r for r in rows)
+
+    data = json.loads(run(cli, "list", "b", "--json").stdout)
+    assert [(v["model_name"], v["version"], v["format"], v["is_latest"]) for v in data] == [("b", 1, "onnx", True)]
+
+
+def test_list_with_nothing_stored_says_how_to_start(cli: CliRunner, repo: GitRepo) -> None:
+    result = run(cli, "list")
+    assert result.exit_code == 0
+    assert "nexus store PATH MODEL_NAME" in result.stdout
+
+
+def test_load_rollback_and_history(cli: CliRunner, repo: GitRepo, models: dict[str, Path], tmp_path: Path) -> None:
+    run(cli, "store", str(models["torchscript"]), "m", "--commit")
+    repo.gen({"train.py": "v2\n"}, commit="v2")
+    run(cli, "store", str(models["torchscript_b"]), "m", "--commit")
+
+    loaded = run(cli, "load", "m", "-o", str(tmp_path / "x.pt"))
+    assert loaded.exit_code == 0, loaded.output
+    assert "Loaded m v2" in loaded.stdout
+    assert "downloaded, sha256 verified" in loaded.stdout
+    assert (tmp_path / "x.pt").read_bytes() == models["torchscript_b"].read_bytes()
+
+    rolled = run(cli, "rollback", "m")
+    assert rolled.exit_code == 0, rolled.output
+    assert rolled.stdout.startswith("Rolled back m: latest is now v1")
+
+    hist = run(cli, "history", "m")
+    rows = [line.split() for line in hist.stdout.splitlines()[1:]]
+    assert [r[2:6] for r in rows] == [
+        ["store", "-", "v1", "Test"],
+        ["store", "v1", "v2", "Test"],
+        ["rollback", "v2", "v1", "Test"],
+    ]
+
+    at = run(cli, "history", "m", "--at", "2000-01-01T00:00:00Z")
+    assert at.stdout.strip() == "m had no version yet at 2000-01-01T00:00:00Z."
+    now = json.loads(run(cli, "history", "m", "--at", "2999-01-01T00:00:00Z", "--json").stdout)
+    assert now["version"] == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["store", "missing.pt", "m"], "model file missing.pt does not exist; check the path"),
+        (["load", "nope"], "no model named 'nope' in .nexus_meta.json; store one first"),
+        (["list", "nope"], "no model named 'nope'"),
+        (["rollback", "nope"], "no model named 'nope'"),
+        (["store", "{model}", "bad/name"], "invalid model name 'bad/name'"),
+        (["history", "m", "--at", "yesterday"], "is not an ISO 8601 time"),
+    ],
+)
+def test_user_errors_are_one_red_line_with_exit_code_1(
+    cli: CliRunner, repo: GitRepo, models: dict[str, Path], args: list[str], message: str
+) -> None:
+    args = [a.replace("{model}", str(models["torchscript"])) for a in args]
+    if args[0] == "history":
+        run(cli, "store", str(models["torchscript"]), "m")
+    result = run(cli, *args)
+
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("Error: ")
+    assert message in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_debug_shows_the_traceback(cli: CliRunner, repo: GitRepo) -> None:
+    result = cli.invoke(app, ["--debug", "load", "nope"])
+    assert result.exit_code != 0
+    assert type(result.exception).__name__ == "ModelNotFoundError"
+
+
+def test_dirty_tree_error_lists_the_files(cli: CliRunner, repo: GitRepo, models: dict[str, Path]) -> None:
+    repo.gen({"train.py": "changed\n"})
+    result = run(cli, "store", str(models["torchscript"]), "m")
+    assert result.exit_code == 1
+    assert (
+        "uncommitted changes to tracked files: train.py; commit or stash them, or pass --allow-dirty" in result.stderr
+    )
+
+
+def test_outside_git_is_an_error(cli: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = run(cli, "list")
+    assert result.exit_code == 1
+    assert "is not inside a git repository; run `git init`" in result.stderr
+
+
+def test_init_writes_nexusrc_and_refuses_to_overwrite(cli: CliRunner, repo: GitRepo) -> None:
+    result = run(cli, "init", "--storage", "s3://bucket/models", "--region", "eu-west-1")
+    assert result.exit_code == 0, result.output
+    assert (repo.root / ".nexusrc").read_text().splitlines()[1:] == [
+        "[storage]",
+        'uri = "s3://bucket/models"',
+        'region = "eu-west-1"',
+    ]
+    again = run(cli, "init", "--storage", "gs://bucket/x")
+    assert again.exit_code == 1
+    assert "already exists; edit it, or pass --force" in again.stderr
+    assert run(cli, "init", "--storage", "gs://bucket/x", "--force").exit_code == 0
+
+
+def test_repo_option_runs_elsewhere(
+    cli: CliRunner, repo: GitRepo, models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = run(cli, "-C", str(repo.root), "store", str(models["torchscript"]), "m")
+    assert result.exit_code == 0, result.output
+    assert (repo.root / META_FILE).exists()
