@@ -23,6 +23,7 @@ TRAIN_PY = '''\
 """Train a tiny classifier on synthetic data and export it as TorchScript."""
 import sys
 
+import numpy as np
 import torch
 
 EPOCHS = {epochs}
@@ -40,7 +41,7 @@ for _ in range(EPOCHS):
 model.eval()
 accuracy = (model(x).argmax(1) == y).float().mean().item()
 torch.jit.script(model).save(sys.argv[1])
-torch.save(model(x[:4]).detach(), sys.argv[1] + ".expected")
+np.save(sys.argv[1] + ".expected.npy", model(x[:4]).detach().numpy())
 print(f"trained {{EPOCHS}} epochs: accuracy {{accuracy:.3f}}, exported {{sys.argv[1]}}")
 '''
 
@@ -61,13 +62,15 @@ def _run(cmd: list[str], cwd: Path, expect_failure: bool = False) -> str:
 
 
 def _check_outputs(workdir: Path, loaded: str, trained: str) -> None:
+    import numpy as np
     import torch
 
     torch.manual_seed(0)
     x = torch.randn(512, 8)[:4]
-    got = torch.jit.load(str(workdir / loaded))(x)
-    expected = torch.load(str(workdir / f"{trained}.expected"))
-    if not torch.equal(got, expected):
+    model = torch.jit.load(str(workdir / loaded))  # type: ignore[no-untyped-call]  # untyped in torch
+    got = model(x).detach().numpy()
+    expected = np.load(workdir / f"{trained}.expected.npy")
+    if not np.array_equal(got, expected):
         raise SystemExit(f"{loaded} does not compute what the trained model computed")
     console.print(f"[green]OK[/] {loaded} computes exactly what the trained model computed on 4 samples.")
 
@@ -82,7 +85,7 @@ def run_demo(workdir: Path) -> None:
     os.environ.setdefault("GIT_COMMITTER_EMAIL", "demo@nexusml.invalid")
     repo = workdir / "project"
     repo.mkdir()
-    (repo / ".gitignore").write_text("*.pt\n*.expected\n", encoding="utf-8")
+    (repo / ".gitignore").write_text("*.pt\n*.npy\n", encoding="utf-8")
 
     console.print(Rule("1. a git repository with a training script"))
     (repo / "train.py").write_text(TRAIN_PY.format(epochs=5), encoding="utf-8")
@@ -94,7 +97,7 @@ def run_demo(workdir: Path) -> None:
     _run(["python", "train.py", "model.pt"], repo)
     _run(["nexus", "store", "model.pt", "demo_model", "--commit"], repo)
     _run(["cp", "model.pt", "v1.pt"], repo)
-    _run(["cp", "model.pt.expected", "v1.pt.expected"], repo)
+    _run(["cp", "model.pt.expected.npy", "v1.pt.expected.npy"], repo)
 
     console.print(Rule("3. an uncommitted change is refused: the version would not match its commit"))
     (repo / "train.py").write_text(TRAIN_PY.format(epochs=60), encoding="utf-8")
