@@ -168,3 +168,55 @@ def test_repo_option_runs_elsewhere(
     result = run(cli, "-C", str(repo.root), "store", str(models["torchscript"]), "m")
     assert result.exit_code == 0, result.output
     assert (repo.root / META_FILE).exists()
+
+
+@pytest.mark.parametrize(
+    ("setup", "args", "message"),
+    [
+        (
+            "corrupt_meta",
+            ["list"],
+            ".nexus_meta.json is not valid NexusML metadata (invalid JSON at line 1); restore it",
+        ),
+        ("secret_rc", ["list"], "'storage.aws_secret_access_key' looks like a credential"),
+        ("text_model", ["store", "notes.txt", "m"], "notes.txt is not a recognised model file"),
+        ("pickle_model", ["store", "pickled.pt", "m"], "is a pickled PyTorch object"),
+        ("bad_scheme", ["store", "model.pt", "m"], "unsupported storage scheme 'ftp://'; use a folder, file://"),
+    ],
+)
+def test_more_user_errors_are_one_line(
+    cli: CliRunner,
+    repo: GitRepo,
+    models: dict[str, Path],
+    monkeypatch: pytest.MonkeyPatch,
+    setup: str,
+    args: list[str],
+    message: str,
+) -> None:
+    if setup == "corrupt_meta":
+        (repo.root / META_FILE).write_text("{oops")
+    elif setup == "secret_rc":
+        (repo.root / ".nexusrc").write_text('[storage]\naws_secret_access_key = "abc"\n')
+    elif setup == "text_model":
+        (repo.root / "notes.txt").write_text("not a model\n")
+    elif setup == "pickle_model":
+        (repo.root / "pickled.pt").write_bytes(models["state_dict"].read_bytes())
+    elif setup == "bad_scheme":
+        (repo.root / "model.pt").write_bytes(models["torchscript"].read_bytes())
+        monkeypatch.setenv("NEXUS_STORAGE", "ftp://host/x")
+    result = run(cli, *args)
+
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert message in lines[0]
+
+
+def test_repo_without_commits_is_a_one_line_error(
+    cli: CliRunner, tmp_path: Path, models: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    GitRepo.create(tmp_path / "fresh")
+    monkeypatch.chdir(tmp_path / "fresh")
+    result = run(cli, "store", str(models["torchscript"]), "m")
+    assert result.exit_code == 1
+    assert "has no commits yet; commit your training code first" in result.stderr

@@ -275,6 +275,69 @@ def history(
     stdout().print(table)
 
 
+@app.command()
+@_handles_errors
+def publish(
+    model_name: ModelArg,
+    version: VersionOpt = None,
+    commit: CommitOpt = None,
+    repository: Annotated[
+        Path | None,
+        typer.Option("--repository", "-r", help="Model repository folder (default: .nexus/model_repository)."),
+    ] = None,
+    max_batch_size: Annotated[int, typer.Option(help="Largest batch Triton forms.")] = 32,
+    max_queue_delay_us: Annotated[int, typer.Option(help="How long a request may wait for a batch to fill.")] = 50_000,
+    no_batching: Annotated[bool, typer.Option("--no-batching", help="Serve requests one at a time.")] = False,
+    instances: Annotated[int, typer.Option(help="Model instances (copies) per device.")] = 1,
+    kind: Annotated[str, typer.Option(help="Where instances run: auto, cpu or gpu.")] = "auto",
+    priority_levels: Annotated[int, typer.Option(help="Request priority levels (0: none).")] = 0,
+    max_queue_size: Annotated[int, typer.Option(help="Refuse requests beyond this queue length (0: no bound).")] = 0,
+    warmup: Annotated[bool, typer.Option("--warmup", help="Run a warm-up batch when the model loads.")] = False,
+    torch_threads: Annotated[int, typer.Option(help="torch threads per instance.")] = 1,
+    inputs: Annotated[
+        list[str] | None, typer.Option("--input", help="NAME:DTYPE:DIMS (dims without batch); repeat per input.")
+    ] = None,
+    outputs: Annotated[list[str] | None, typer.Option("--output", help="NAME:DTYPE:DIMS; repeat per output.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the config and files; write nothing.")] = False,
+) -> None:
+    """Render a stored version (latest by default) into a Triton model repository."""
+    from nexus.publish import publish as publish_version
+    from nexus.triton_config import ServingOptions, parse_tensor_spec
+
+    options = ServingOptions(
+        max_batch_size=max_batch_size,
+        max_queue_delay_us=max_queue_delay_us,
+        batching=not no_batching,
+        instances=instances,
+        kind=kind,
+        priority_levels=priority_levels,
+        max_queue_size=max_queue_size,
+        warmup=warmup,
+        torch_threads=torch_threads,
+    )
+    batched = not no_batching
+    result = publish_version(
+        _project(),
+        model_name,
+        version=version,
+        commit=commit,
+        repository=repository,
+        options=options,
+        inputs=[parse_tensor_spec(t, batched) for t in inputs or []] or None,
+        outputs=[parse_tensor_spec(t, batched) for t in outputs or []] or None,
+        dry_run=dry_run,
+    )
+    out = stdout()
+    v = result.version
+    if dry_run:
+        out.out(result.config_text, highlight=False)
+        out.print(f"Would write to {result.repository}:")
+    else:
+        out.print(f"Published {model_name} v{v.version} (commit {v.short_commit}, {v.format}) to {result.repository}")
+    for name in result.files:
+        out.print(f"  {name}")
+
+
 def _name(author: str) -> str:
     """`Ada Lovelace <ada@example.com>` -> `Ada Lovelace`, for narrow tables."""
     return author.split(" <", 1)[0]

@@ -1,0 +1,206 @@
+"""`nexus publish`: render a stored version into a Triton model repository.
+
+Layout written (one folder per model; several models and versions side by side)::
+
+    <repository>/
+      <model>/
+        config.pbtxt          # serves exactly the version that is published (version_policy.specific)
+        <N>/                  # N = the version's integer from .nexus_meta.json
+          model.py            # model_repository_templates/python_backend/model.py, unchanged
+          model.<ext>         # the artifact, verified against its sha256
+
+A local publish builds `<N>/` in a hidden temporary folder next to it and renames it into place,
+then replaces `config.pbtxt` atomically, so a reader never sees a half-written version.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from nexus.errors import NexusError
+from nexus.formats import EXTENSIONS, ONNX
+from nexus.metadata import ModelVersion, Signature, TensorSpec
+from nexus.registry import Project
+from nexus.triton_config import (
+    ServingOptions,
+    SignatureError,
+    config_to_text,
+    parse_config,
+    render_config,
+)
+
+MODEL_PY = "model.py"
+CONFIG = "config.pbtxt"
+
+
+class PublishError(NexusError):
+    """The repository could not be written."""
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    model_name: str
+    version: ModelVersion
+    repository: Path
+    config_text: str
+    #: Paths relative to the repository, in the order they are written.
+    files: list[str]
+    written: bool
+
+
+def template_source() -> str:
+    """The text of the Python-backend `model.py` that every published version gets."""
+    template = resources.files("nexus").joinpath("templates", "python_backend", MODEL_PY)
+    return template.read_text(encoding="utf-8")
+
+
+def resolve_signature(
+    version: ModelVersion, inputs: list[TensorSpec] | None, outputs: list[TensorSpec] | None
+) -> Signature:
+    """The signature given on the command line, else the one recorded at store time."""
+    if inputs or outputs:
+        if not (inputs and outputs):
+            raise SignatureError("give both --input and --output (one per tensor), or neither")
+        return Signature(inputs=inputs, outputs=outputs)
+    if version.signature is None:
+        raise SignatureError(
+            f"{version.model_name} v{version.version} is {version.format}, which records no input/output "
+            "signature; pass --input NAME:DTYPE:DIMS and --output NAME:DTYPE:DIMS (dims without the batch)"
+        )
+    return version.signature
+
+
+def _sample(spec: TensorSpec, batch: int, batched: bool) -> Any:
+    import torch
+
+    from nexus.triton_config import TRITON_DTYPES
+
+    dims = [d if d > 0 else 2 for d in (spec.shape[1:] if batched else spec.shape)]
+    shape = [batch, *dims] if batched else dims
+    dtype = getattr(torch, spec.dtype)
+    if TRITON_DTYPES[spec.dtype] in ("TYPE_FP16", "TYPE_BF16", "TYPE_FP32", "TYPE_FP64"):
+        return torch.randn(shape).to(dtype)
+    return torch.zeros(shape, dtype=dtype)  # zeros are valid token ids and masks
+
+
+def check_signature(artifact: Path, fmt: str, signature: Signature, batched: bool) -> None:
+    """Run one forward pass on sample inputs and compare the outputs with ``signature``.
+
+    Raises:
+        SignatureError: the model fails on such inputs, or returns other dtypes or shapes.
+    """
+    import torch
+
+    batch = 3
+    samples = [_sample(s, batch, batched) for s in signature.inputs]
+    try:
+        if fmt == ONNX:
+            import onnxruntime as ort
+
+            session = ort.InferenceSession(str(artifact), providers=["CPUExecutionProvider"])
+            feed = {s.name: t.numpy() for s, t in zip(signature.inputs, samples, strict=True)}
+            results = [torch.from_numpy(r) for r in session.run([s.name for s in signature.outputs], feed)]
+        else:
+            if fmt == "torchscript":
+                module = torch.jit.load(str(artifact), map_location="cpu")  # type: ignore[no-untyped-call]
+            else:
+                module = torch.export.load(str(artifact)).module()
+            with torch.inference_mode():
+                raw = module(*samples)
+            results = [torch.as_tensor(v) for v in _flatten(raw)]
+    except Exception as e:  # any failure of the model on valid inputs is a signature mismatch
+        shapes = ", ".join(f"{s.name}{list(t.shape)}:{s.dtype}" for s, t in zip(signature.inputs, samples, strict=True))
+        detail = (str(e).splitlines() or [""])[0]
+        raise SignatureError(f"the model fails on inputs {shapes}: {type(e).__name__}: {detail}") from e
+    if len(results) != len(signature.outputs):
+        declared = len(signature.outputs)
+        raise SignatureError(f"the model returns {len(results)} outputs, the signature declares {declared}")
+    for spec, result in zip(signature.outputs, results, strict=True):
+        got_dtype = str(result.dtype).removeprefix("torch.")
+        expected = [batch, *spec.shape[1:]] if batched else list(spec.shape)
+        shape_ok = len(result.shape) == len(expected) and all(
+            e in (-1, g) for e, g in zip(expected, result.shape, strict=True)
+        )
+        if got_dtype != spec.dtype or not shape_ok:
+            raise SignatureError(
+                f"output '{spec.name}' is {got_dtype}{list(result.shape)} for a batch of {batch}, "
+                f"the signature says {spec.dtype}{expected}; fix --output"
+            )
+
+
+def _flatten(raw: Any) -> list[Any]:
+    if isinstance(raw, dict):
+        return list(raw.values())
+    if isinstance(raw, list | tuple):
+        return list(raw)
+    return [raw]
+
+
+def publish(
+    project: Project,
+    model_name: str,
+    *,
+    version: int | None = None,
+    commit: str | None = None,
+    repository: Path | str | None = None,
+    options: ServingOptions | None = None,
+    inputs: list[TensorSpec] | None = None,
+    outputs: list[TensorSpec] | None = None,
+    dry_run: bool = False,
+) -> PublishResult:
+    """Render ``model_name`` (latest by default) into a Triton model repository folder."""
+    options = options or ServingOptions()
+    v = project.resolve(model_name, version, commit)
+    signature = resolve_signature(v, inputs, outputs)
+    artifact_name = f"model.{EXTENSIONS[v.format]}"
+    config = render_config(model_name, v, signature, options, artifact_name)
+    text = config_to_text(config)
+    if parse_config(text) != config:  # pragma: no cover - protobuf round trip; guards against a broken install
+        raise PublishError("config.pbtxt does not parse back to what was rendered; reinstall tritonclient")
+    repo = Path(repository) if repository is not None else project.root / ".nexus" / "model_repository"
+    if not repo.is_absolute():
+        repo = project.root / repo
+    files = [
+        f"{model_name}/{v.version}/{MODEL_PY}",
+        f"{model_name}/{v.version}/{artifact_name}",
+        f"{model_name}/{CONFIG}",
+    ]
+
+    storage, key = project._storage_of(v)
+    cached = project.cache.fetch(storage, key, v.sha256, v.size)
+    check_signature(cached, v.format, signature, options.batching)
+    if dry_run:
+        return PublishResult(model_name, v, repo, text, files, written=False)
+    _write_local(project, repo, model_name, v, artifact_name, text)
+    return PublishResult(model_name, v, repo, text, files, written=True)
+
+
+def _write_local(project: Project, repo: Path, model_name: str, v: ModelVersion, artifact: str, text: str) -> None:
+    model_dir = repo / model_name
+    try:
+        model_dir.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".nexus-{v.version}-", dir=model_dir))
+    except OSError as e:
+        raise PublishError(f"cannot write to {repo}: {e.strerror}; choose a writable --repository") from e
+    try:
+        (staging / MODEL_PY).write_text(template_source(), encoding="utf-8")
+        project.cache.copy_out(v.sha256, v.size, staging / artifact)
+        staging.chmod(0o755)
+        final = model_dir / str(v.version)
+        if final.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".nexus-old-{v.version}-", dir=model_dir))
+            final.rename(old / "v")
+            staging.rename(final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            staging.rename(final)
+        from nexus.atomic import atomic_write_text
+
+        atomic_write_text(model_dir / CONFIG, text)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -1,0 +1,176 @@
+"""`config.pbtxt` for a published version, built as Triton's protobuf `ModelConfig` (never a template).
+
+The rendered text is parsed back with :func:`parse_config` and checked against the signature before
+anything is written, so a config Triton would reject never reaches a repository.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from google.protobuf import json_format, text_format
+
+from nexus.errors import NexusError
+from nexus.metadata import ModelVersion, Signature, TensorSpec
+
+try:
+    from tritonclient.grpc import model_config_pb2
+except ImportError as e:  # pragma: no cover - tritonclient is a core dependency
+    raise ImportError("nexus publish needs tritonclient; reinstall nexusml") from e
+
+ModelConfig = model_config_pb2.ModelConfig
+
+#: NexusML dtype names (numpy's, plus bfloat16) -> Triton data types.
+TRITON_DTYPES = {
+    "bool": "TYPE_BOOL",
+    "uint8": "TYPE_UINT8",
+    "uint16": "TYPE_UINT16",
+    "uint32": "TYPE_UINT32",
+    "uint64": "TYPE_UINT64",
+    "int8": "TYPE_INT8",
+    "int16": "TYPE_INT16",
+    "int32": "TYPE_INT32",
+    "int64": "TYPE_INT64",
+    "float16": "TYPE_FP16",
+    "bfloat16": "TYPE_BF16",
+    "float32": "TYPE_FP32",
+    "float64": "TYPE_FP64",
+}
+
+KINDS = {"auto": "KIND_AUTO", "cpu": "KIND_CPU", "gpu": "KIND_GPU"}
+
+#: Keys of the `parameters` map that tell `model.py` what to load.
+PARAM_ARTIFACT = "nexus_artifact"
+PARAM_FORMAT = "nexus_format"
+PARAM_COMMIT = "nexus_commit"
+PARAM_SHA256 = "nexus_sha256"
+PARAM_TORCH_THREADS = "nexus_torch_threads"
+
+
+class SignatureError(NexusError, ValueError):
+    """The inputs/outputs cannot be served as given."""
+
+
+@dataclass(frozen=True)
+class ServingOptions:
+    """How a version is served. The defaults are the product's: batches of up to 32 within 50 ms."""
+
+    max_batch_size: int = 32
+    max_queue_delay_us: int = 50_000
+    batching: bool = True
+    instances: int = 1
+    kind: str = "auto"
+    priority_levels: int = 0
+    #: Requests waiting beyond this many are refused at once (HTTP 503); 0 means no bound.
+    max_queue_size: int = 0
+    warmup: bool = False
+    torch_threads: int = 1
+
+    def validate(self) -> None:
+        if self.kind not in KINDS:
+            raise SignatureError(f"--kind must be one of {', '.join(KINDS)}, not {self.kind!r}")
+        for name in ("max_batch_size", "max_queue_delay_us", "priority_levels", "max_queue_size"):
+            if getattr(self, name) < 0:
+                raise SignatureError(f"--{name.replace('_', '-')} must be 0 or more")
+        if self.instances < 1 or self.torch_threads < 1:
+            raise SignatureError("--instances and --torch-threads must be at least 1")
+        if self.batching and self.max_batch_size < 1:
+            raise SignatureError("--max-batch-size must be at least 1 with batching (or pass --no-batching)")
+
+
+_SPEC = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_.:-]*):(?P<dtype>[a-z0-9]+):(?P<dims>-?\d+(?:,-?\d+)*)?$")
+
+
+def parse_tensor_spec(text: str, batched: bool = True) -> TensorSpec:
+    """`NAME:DTYPE:DIMS` (dims without the batch dimension, comma-separated, -1 for any) -> TensorSpec."""
+    match = _SPEC.match(text.strip())
+    if not match:
+        raise SignatureError(f"{text!r} is not NAME:DTYPE:DIMS; write e.g. input__0:float32:3,224,224")
+    dtype = match["dtype"]
+    if dtype not in TRITON_DTYPES:
+        raise SignatureError(f"unknown dtype {dtype!r} in {text!r}; use one of {', '.join(TRITON_DTYPES)}")
+    dims = [int(d) for d in match["dims"].split(",")] if match["dims"] else []
+    return TensorSpec(name=match["name"], dtype=dtype, shape=([-1] if batched else []) + dims)
+
+
+def _tensor(spec: TensorSpec, batched: bool) -> dict[str, Any]:
+    if spec.dtype not in TRITON_DTYPES:
+        raise SignatureError(f"tensor {spec.name!r} has dtype {spec.dtype!r}, which Triton cannot serve")
+    dims = list(spec.shape)
+    if batched:
+        if not dims:
+            raise SignatureError(f"tensor {spec.name!r} is a scalar; batching needs a batch dimension")
+        if dims[0] not in (-1, 1):
+            # A fixed first dimension other than 1 cannot be a batch: the model was exported for one size.
+            raise SignatureError(
+                f"tensor {spec.name!r} has a fixed first dimension {dims[0]}; export the model with a dynamic "
+                "batch dimension, or publish with --no-batching"
+            )
+        dims = dims[1:]
+    if not dims:
+        dims = [1]  # Triton needs at least one dimension
+    return {"name": spec.name, "data_type": TRITON_DTYPES[spec.dtype], "dims": dims}
+
+
+def render_config(
+    name: str, version: ModelVersion, signature: Signature, options: ServingOptions, artifact: str
+) -> Any:
+    """The `ModelConfig` protobuf message for serving ``version`` as model ``name``."""
+    options.validate()
+    if not signature.inputs or not signature.outputs:
+        raise SignatureError(f"{name} v{version.version} has no inputs or no outputs in its signature")
+    batched = options.batching
+    config: dict[str, Any] = {
+        "name": name,
+        "backend": "python",
+        "max_batch_size": options.max_batch_size if batched else 0,
+        "input": [_tensor(t, batched) for t in signature.inputs],
+        "output": [_tensor(t, batched) for t in signature.outputs],
+        "version_policy": {"specific": {"versions": [version.version]}},
+        "instance_group": [{"kind": KINDS[options.kind], "count": options.instances}],
+        "parameters": {
+            key: {"string_value": value}
+            for key, value in {
+                PARAM_ARTIFACT: artifact,
+                PARAM_FORMAT: version.format,
+                PARAM_COMMIT: version.commit_hash,
+                PARAM_SHA256: version.sha256,
+                PARAM_TORCH_THREADS: str(options.torch_threads),
+            }.items()
+        },
+    }
+    if batched:
+        batching: dict[str, Any] = {"max_queue_delay_microseconds": options.max_queue_delay_us}
+        if options.priority_levels:
+            batching["priority_levels"] = options.priority_levels
+            batching["default_priority_level"] = (options.priority_levels + 1) // 2
+        if options.max_queue_size:
+            batching["default_queue_policy"] = {"max_queue_size": options.max_queue_size}
+        config["dynamic_batching"] = batching
+    if options.warmup:
+        config["model_warmup"] = [_warmup(signature, batched, options.max_batch_size)]
+    names = [t.name for t in [*signature.inputs, *signature.outputs]]
+    if len(set(names)) != len(names):
+        raise SignatureError(f"tensor names must be unique across inputs and outputs: {names}")
+    return json_format.ParseDict(config, ModelConfig())
+
+
+def _warmup(signature: Signature, batched: bool, max_batch_size: int) -> dict[str, Any]:
+    inputs = {}
+    for spec in signature.inputs:
+        tensor = _tensor(spec, batched)
+        dims = [d if d > 0 else 1 for d in tensor["dims"]]
+        inputs[spec.name] = {"data_type": tensor["data_type"], "dims": dims, "zero_data": True}
+    return {"name": "nexus_warmup", "batch_size": max_batch_size if batched else 1, "inputs": inputs, "count": 1}
+
+
+def config_to_text(config: Any) -> str:
+    text: str = text_format.MessageToString(config)
+    return text
+
+
+def parse_config(text: str) -> Any:
+    """Parse `config.pbtxt` text into a `ModelConfig` (raises on anything Triton's parser would reject)."""
+    return text_format.Parse(text, ModelConfig())

@@ -1,0 +1,195 @@
+"""Run a real Triton Inference Server without Docker: the `tritonserver` shipped in `nvidia-pytriton`.
+
+The wheel carries the server (`pytriton/tritonserver/bin/tritonserver`), its shared libraries
+(`nvidia_pytriton.libs/`), the Python backend (`backends/python/`) and one backend stub per Python
+version (`python_backend_stubs/3.X/`). The server needs a backend folder holding `python/` with the
+backend files plus the stub for the running Python; the stub finds this environment's packages
+through the `python3` first on `PATH`, so this environment's `bin/` goes first.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from nexus.errors import NexusError
+
+_PR_SET_PDEATHSIG = 1
+
+
+class TritonError(NexusError):
+    """Triton could not be found, started, or did not become ready."""
+
+
+@dataclass(frozen=True)
+class TritonInstall:
+    binary: Path
+    lib_dir: Path | None
+    backend_files: Path
+    stub: Path
+
+
+def find_triton(binary: Path | None = None) -> TritonInstall:
+    """Locate `tritonserver` and the Python backend in the installed `nvidia-pytriton` wheel."""
+    try:
+        import pytriton
+    except ImportError as e:
+        raise TritonError(
+            "nvidia-pytriton is not installed, so there is no tritonserver to run; "
+            "`pip install 'nexusml[serve]'` or pass --tritonserver PATH"
+        ) from e
+    base = Path(pytriton.__file__).parent / "tritonserver"
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = base / "python_backend_stubs" / version / "triton_python_backend_stub"
+    if not stub.exists():
+        raise TritonError(f"nvidia-pytriton has no Python backend stub for Python {version}; use Python 3.8-3.13")
+    libs = Path(pytriton.__file__).parent.parent / "nvidia_pytriton.libs"
+    return TritonInstall(
+        binary=binary or base / "bin" / "tritonserver",
+        lib_dir=libs if libs.is_dir() else None,
+        backend_files=base / "backends" / "python",
+        stub=stub,
+    )
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+class TritonServer:
+    """One `tritonserver` process: ``start``, ``wait_ready``, ``stop``, ``is_alive``, ``logs``."""
+
+    def __init__(
+        self,
+        *,
+        repository: str,
+        http_port: int,
+        grpc_port: int,
+        metrics_port: int,
+        host: str = "127.0.0.1",
+        model_control: str = "explicit",
+        load_models: Sequence[str] = ("*",),
+        log_file: Path | None = None,
+        binary: Path | None = None,
+        extra_args: Sequence[str] = (),
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.install = find_triton(binary)
+        self.repository = repository
+        self.host = host
+        self.http_port, self.grpc_port, self.metrics_port = http_port, grpc_port, metrics_port
+        self.model_control = model_control
+        self.load_models = list(load_models)
+        self.extra_args = list(extra_args)
+        self.env = env or {}
+        self._workdir = Path(tempfile.mkdtemp(prefix="nexus-triton-"))
+        self.log_file = log_file or self._workdir / "triton.log"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.http_port}"
+
+    def _backend_dir(self) -> Path:
+        backends = self._workdir / "backends"
+        python = backends / "python"
+        python.mkdir(parents=True, exist_ok=True)
+        for item in self.install.backend_files.iterdir():
+            if item.is_file():
+                shutil.copy2(item, python / item.name)
+        shutil.copy2(self.install.stub, python / self.install.stub.name)
+        return backends
+
+    def command(self) -> list[str]:
+        args = [
+            str(self.install.binary),
+            f"--model-repository={self.repository}",
+            f"--backend-directory={self._backend_dir()}",
+            f"--http-address={self.host}",
+            f"--grpc-address={self.host}",
+            f"--metrics-address={self.host}",
+            f"--http-port={self.http_port}",
+            f"--grpc-port={self.grpc_port}",
+            f"--metrics-port={self.metrics_port}",
+            f"--model-control-mode={self.model_control}",
+            "--exit-timeout-secs=10",
+            "--log-verbose=0",
+        ]
+        if self.model_control == "explicit":
+            args += [f"--load-model={m}" for m in self.load_models]
+        return args + self.extra_args
+
+    def start(self) -> None:
+        if not self.install.binary.exists():
+            raise TritonError(f"tritonserver not found at {self.install.binary}; pass --tritonserver PATH")
+        env = {**os.environ, **self.env}
+        env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+        if self.install.lib_dir is not None:
+            env["LD_LIBRARY_PATH"] = f"{self.install.lib_dir}{os.pathsep}{env.get('LD_LIBRARY_PATH', '')}"
+        log = open(self.log_file, "wb")  # noqa: SIM115 - owned by the child process
+        with log:
+            self._process = subprocess.Popen(
+                self.command(), stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent
+            )
+
+    def is_alive(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def logs(self, last: int | None = None) -> str:
+        try:
+            text = self.log_file.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return ""
+        lines = text.splitlines()
+        return "\n".join(lines[-last:] if last else lines)
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        """Wait until `/v2/health/ready` answers 200; raise with the server's last log lines if not."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.is_alive():
+                raise TritonError(f"tritonserver exited during start-up; its last log lines:\n{self.logs(last=30)}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/v2/health/ready", timeout=2) as r:  # noqa: S310 - loopback
+                    if r.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.25)
+        raise TritonError(f"tritonserver was not ready after {timeout:.0f}s; its last log lines:\n{self.logs(last=30)}")
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """SIGINT, then SIGKILL after ``timeout`` seconds."""
+        process = self._process
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        shutil.rmtree(self._workdir / "backends", ignore_errors=True)
+
+    def __enter__(self) -> TritonServer:
+        self.start()
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,183 @@
+"""`nexus publish` writes a Triton model repository: layout, validation, and errors that write nothing."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from nexus.cli import app
+from nexus.errors import VersionNotFoundError
+from nexus.metadata import TensorSpec
+from nexus.publish import PublishError, publish, template_source
+from nexus.registry import Project
+from nexus.triton_config import SignatureError, parse_config
+from tests.helpers import GitRepo
+
+TEMPLATE = Path(__file__).parents[1] / "model_repository_templates" / "python_backend" / "model.py"
+
+
+def tree(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_publish_writes_config_model_py_and_the_verified_artifact(
+    repo: GitRepo, models: dict[str, Path], tmp_path: Path
+) -> None:
+    project = Project.open()
+    project.store(models["torch_export"], "m")
+    out = tmp_path / "repo"
+
+    result = publish(project, "m", repository=out)
+
+    assert sorted(tree(out)) == ["m/1/model.pt2", "m/1/model.py", "m/config.pbtxt"]
+    assert (out / "m/1/model.py").read_text() == TEMPLATE.read_text() == template_source()
+    assert (out / "m/1/model.pt2").read_bytes() == models["torch_export"].read_bytes()
+    config = parse_config((out / "m/config.pbtxt").read_text())
+    assert config.name == "m"
+    assert list(config.version_policy.specific.versions) == [1]
+    assert result.written
+
+
+def test_default_repository_is_under_dot_nexus(repo: GitRepo, models: dict[str, Path]) -> None:
+    project = Project.open()
+    project.store(models["onnx"], "m")
+    assert publish(project, "m").repository == repo.root / ".nexus" / "model_repository"
+    assert (repo.root / ".nexus/model_repository/m/1/model.onnx").exists()
+
+
+def test_models_and_versions_live_side_by_side_and_config_follows_the_published_version(
+    repo: GitRepo, models: dict[str, Path], tmp_path: Path
+) -> None:
+    project = Project.open()
+    project.store(models["torch_export"], "a")
+    project.store(models["onnx"], "b")
+    repo.gen({"train.py": "v2\n"}, commit="v2")
+    sig = {"inputs": [TensorSpec("input", "float32", [-1, 4])], "outputs": [TensorSpec("out", "float32", [-1, 3])]}
+    project.store(models["torchscript"], "a")
+    out = tmp_path / "repo"
+    publish(project, "a", version=1, repository=out)
+    publish(project, "b", repository=out)
+    publish(project, "a", repository=out, **sig)
+
+    assert sorted(tree(out)) == [
+        "a/1/model.pt2", "a/1/model.py", "a/2/model.pt", "a/2/model.py", "a/config.pbtxt",
+        "b/1/model.onnx", "b/1/model.py", "b/config.pbtxt",
+    ]  # fmt: skip
+    assert list(parse_config((out / "a/config.pbtxt").read_text()).version_policy.specific.versions) == [2]
+
+
+def test_republishing_replaces_the_version_folder_whole(repo: GitRepo, models: dict[str, Path], tmp_path: Path) -> None:
+    project = Project.open()
+    project.store(models["torch_export"], "m")
+    out = tmp_path / "repo"
+    publish(project, "m", repository=out)
+    (out / "m/1/stale.txt").write_text("left over")
+
+    publish(project, "m", repository=out)
+
+    assert sorted(tree(out)) == ["m/1/model.pt2", "m/1/model.py", "m/config.pbtxt"]
+    assert [p.name for p in (out / "m").iterdir() if p.name.startswith(".")] == []
+
+
+def test_dry_run_writes_nothing(repo: GitRepo, models: dict[str, Path], tmp_path: Path) -> None:
+    project = Project.open()
+    project.store(models["torch_export"], "m")
+    result = publish(project, "m", repository=tmp_path / "repo", dry_run=True)
+    assert not result.written
+    assert parse_config(result.config_text).name == "m"
+    assert not (tmp_path / "repo").exists()
+
+
+def test_torchscript_needs_a_signature(repo: GitRepo, models: dict[str, Path], tmp_path: Path) -> None:
+    project = Project.open()
+    project.store(models["torchscript"], "m")
+    with pytest.raises(SignatureError, match="records no input/output signature; pass --input"):
+        publish(project, "m", repository=tmp_path / "repo")
+    assert not (tmp_path / "repo").exists()
+
+
+@pytest.mark.parametrize(
+    ("inputs", "outputs", "message"),
+    [
+        ([TensorSpec("x", "float32", [-1, 5])], [TensorSpec("y", "float32", [-1, 3])], "the model fails on inputs x"),
+        (
+            [TensorSpec("x", "float32", [-1, 4])],
+            [TensorSpec("y", "float32", [-1, 7])],
+            r"output 'y' is float32\[3, 3\]",
+        ),
+        ([TensorSpec("x", "float32", [-1, 4])], [TensorSpec("y", "int64", [-1, 3])], "the signature says int64"),
+        (
+            [TensorSpec("x", "float32", [-1, 4])],
+            [TensorSpec("y", "float32", [-1, 3]), TensorSpec("z", "float32", [-1, 3])],
+            "returns 1 outputs, the signature declares 2",
+        ),
+    ],
+)
+def test_a_signature_that_does_not_match_the_model_is_refused_and_nothing_written(
+    repo: GitRepo,
+    models: dict[str, Path],
+    tmp_path: Path,
+    inputs: list[TensorSpec],
+    outputs: list[TensorSpec],
+    message: str,
+) -> None:
+    project = Project.open()
+    project.store(models["torchscript"], "m")
+    out = tmp_path / "repo"
+    publish(
+        project,
+        "m",
+        repository=out,
+        inputs=[TensorSpec("x", "float32", [-1, 4])],
+        outputs=[TensorSpec("y", "float32", [-1, 3])],
+    )
+    before = tree(out)
+
+    with pytest.raises(SignatureError, match=message):
+        publish(project, "m", repository=out, inputs=inputs, outputs=outputs)
+    assert tree(out) == before
+
+
+def test_unknown_version_is_refused(repo: GitRepo, models: dict[str, Path], tmp_path: Path) -> None:
+    project = Project.open()
+    project.store(models["onnx"], "m")
+    with pytest.raises(VersionNotFoundError):
+        publish(project, "m", version=4, repository=tmp_path / "repo")
+
+
+def test_unwritable_repository_is_refused(repo: GitRepo, models: dict[str, Path], tmp_path: Path) -> None:
+    project = Project.open()
+    project.store(models["onnx"], "m")
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(PublishError, match="choose a writable --repository"):
+        publish(project, "m", repository=blocker / "repo")
+
+
+def test_cli_publish_and_dry_run(repo: GitRepo, models: dict[str, Path], tmp_path: Path) -> None:
+    runner = CliRunner()
+    assert runner.invoke(app, ["store", str(models["torchscript"]), "m"]).exit_code == 0
+    args = ["publish", "m", "-r", str(tmp_path / "repo"), "--input", "x:float32:4", "--output", "y:float32:3"]
+
+    dry = runner.invoke(app, [*args, "--dry-run", "--max-batch-size", "8"])
+    assert dry.exit_code == 0, dry.output
+    assert "max_batch_size: 8" in dry.stdout
+    assert "Would write to" in dry.stdout
+    assert not (tmp_path / "repo").exists()
+
+    real = runner.invoke(app, [*args, "--instances", "2", "--kind", "cpu"])
+    assert real.exit_code == 0, real.output
+    assert real.stdout.splitlines()[0].startswith(f"Published m v1 (commit {repo.head[:8]}, torchscript) to ")
+    config = parse_config((tmp_path / "repo/m/config.pbtxt").read_text())
+    assert config.instance_group[0].count == 2
+
+    bad = runner.invoke(app, ["publish", "m", "-r", str(tmp_path / "repo")])
+    assert bad.exit_code == 1
+    assert bad.stderr.startswith("Error: m v1 is torchscript, which records no input/output signature")

@@ -1,0 +1,152 @@
+"""`config.pbtxt` rendering: built as protobuf, parsed back, one test per serving option."""
+
+from __future__ import annotations
+
+import pytest
+
+from nexus.metadata import ModelVersion, Signature, TensorSpec
+from nexus.triton_config import (
+    ServingOptions,
+    SignatureError,
+    config_to_text,
+    parse_config,
+    parse_tensor_spec,
+    render_config,
+)
+
+VERSION = ModelVersion("m", 7, "a" * 40, "s3://b/m/a.pt", True, "b" * 64, 10, "torchscript", "t", "me")
+SIG = Signature(
+    [TensorSpec("x", "float32", [-1, 3, 8]), TensorSpec("ids", "int64", [-1, -1])],
+    [TensorSpec("y", "bfloat16", [-1, 2]), TensorSpec("ok", "bool", [-1])],
+)
+
+
+def rendered(options: ServingOptions | None = None, signature: Signature = SIG):  # type: ignore[no-untyped-def]
+    """Render, serialise to text, and parse the text back: tests look at what Triton would read."""
+    config = render_config("m", VERSION, signature, options or ServingOptions(), "model.pt")
+    parsed = parse_config(config_to_text(config))
+    assert parsed == config
+    return parsed
+
+
+def test_defaults_batch_32_within_50ms_on_the_python_backend() -> None:
+    c = rendered()
+    assert c.name == "m"
+    assert c.backend == "python"
+    assert c.max_batch_size == 32
+    assert c.dynamic_batching.max_queue_delay_microseconds == 50_000
+    assert c.dynamic_batching.priority_levels == 0
+    assert not c.dynamic_batching.HasField("default_queue_policy")
+    assert list(c.version_policy.specific.versions) == [7]
+    assert [(g.kind, g.count) for g in c.instance_group] == [(0, 1)]  # KIND_AUTO
+    assert not c.model_warmup
+    params = {k: v.string_value for k, v in c.parameters.items()}
+    assert params == {
+        "nexus_artifact": "model.pt",
+        "nexus_format": "torchscript",
+        "nexus_commit": "a" * 40,
+        "nexus_sha256": "b" * 64,
+        "nexus_torch_threads": "1",
+    }
+
+
+def test_inputs_and_outputs_drop_the_batch_dimension_and_map_dtypes() -> None:
+    c = rendered()
+    from tritonclient.grpc import model_config_pb2 as pb
+
+    assert [(t.name, pb.DataType.Name(t.data_type), list(t.dims)) for t in c.input] == [
+        ("x", "TYPE_FP32", [3, 8]),
+        ("ids", "TYPE_INT64", [-1]),
+    ]
+    assert [(t.name, pb.DataType.Name(t.data_type), list(t.dims)) for t in c.output] == [
+        ("y", "TYPE_BF16", [2]),
+        ("ok", "TYPE_BOOL", [1]),
+    ]
+
+
+def test_max_batch_size_and_queue_delay() -> None:
+    c = rendered(ServingOptions(max_batch_size=8, max_queue_delay_us=0))
+    assert c.max_batch_size == 8
+    assert c.dynamic_batching.max_queue_delay_microseconds == 0
+    assert c.HasField("dynamic_batching")
+
+
+def test_no_batching_keeps_full_shapes_and_has_no_batcher() -> None:
+    sig = Signature([TensorSpec("x", "float32", [1, 4])], [TensorSpec("y", "float32", [1, 3])])
+    c = rendered(ServingOptions(batching=False), sig)
+    assert c.max_batch_size == 0
+    assert not c.HasField("dynamic_batching")
+    assert list(c.input[0].dims) == [1, 4]
+
+
+def test_instances_and_kind() -> None:
+    from tritonclient.grpc import model_config_pb2 as pb
+
+    c = rendered(ServingOptions(instances=3, kind="gpu"))
+    assert [(pb.ModelInstanceGroup.Kind.Name(g.kind), g.count) for g in c.instance_group] == [("KIND_GPU", 3)]
+    c = rendered(ServingOptions(kind="cpu"))
+    assert pb.ModelInstanceGroup.Kind.Name(c.instance_group[0].kind) == "KIND_CPU"
+
+
+def test_priority_levels() -> None:
+    c = rendered(ServingOptions(priority_levels=3))
+    assert c.dynamic_batching.priority_levels == 3
+    assert c.dynamic_batching.default_priority_level == 2
+
+
+def test_max_queue_size_bounds_the_queue() -> None:
+    c = rendered(ServingOptions(max_queue_size=100))
+    assert c.dynamic_batching.default_queue_policy.max_queue_size == 100
+
+
+def test_warmup_sends_a_full_batch_of_zeros() -> None:
+    c = rendered(ServingOptions(warmup=True, max_batch_size=16))
+    (warmup,) = c.model_warmup
+    assert warmup.batch_size == 16
+    assert {k: (list(v.dims), v.zero_data) for k, v in warmup.inputs.items()} == {
+        "x": ([3, 8], True),
+        "ids": ([1], True),
+    }
+
+
+def test_torch_threads() -> None:
+    assert rendered(ServingOptions(torch_threads=4)).parameters["nexus_torch_threads"].string_value == "4"
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (ServingOptions(kind="tpu"), "--kind must be one of auto, cpu, gpu"),
+        (ServingOptions(max_batch_size=0), "--max-batch-size must be at least 1"),
+        (ServingOptions(instances=0), "--instances and --torch-threads must be at least 1"),
+        (ServingOptions(max_queue_size=-1), "--max-queue-size must be 0 or more"),
+    ],
+)
+def test_bad_options_are_refused(options: ServingOptions, message: str) -> None:
+    with pytest.raises(SignatureError, match=message):
+        rendered(options)
+
+
+@pytest.mark.parametrize(
+    ("signature", "message"),
+    [
+        (Signature([TensorSpec("x", "float32", [8, 4])], SIG.outputs), "fixed first dimension 8"),
+        (Signature([TensorSpec("x", "complex64", [-1, 4])], SIG.outputs), "dtype 'complex64'"),
+        (Signature([TensorSpec("x", "float32", [])], SIG.outputs), "is a scalar"),
+        (Signature([TensorSpec("y", "float32", [-1, 2])], SIG.outputs), "names must be unique"),
+        (Signature([], SIG.outputs), "no inputs or no outputs"),
+    ],
+)
+def test_signatures_triton_cannot_serve_are_refused(signature: Signature, message: str) -> None:
+    with pytest.raises(SignatureError, match=message):
+        rendered(signature=signature)
+
+
+def test_tensor_specs_from_the_command_line() -> None:
+    assert parse_tensor_spec("input__0:float32:3,224,224") == TensorSpec("input__0", "float32", [-1, 3, 224, 224])
+    assert parse_tensor_spec("ids:int64:-1") == TensorSpec("ids", "int64", [-1, -1])
+    assert parse_tensor_spec("x:float32:1,4", batched=False) == TensorSpec("x", "float32", [1, 4])
+    with pytest.raises(SignatureError, match="is not NAME:DTYPE:DIMS"):
+        parse_tensor_spec("x-float32")
+    with pytest.raises(SignatureError, match="unknown dtype 'float'"):
+        parse_tensor_spec("x:float:4")
