@@ -20,7 +20,7 @@ from pathlib import Path
 
 from nexus.atomic import temporary_sibling
 from nexus.errors import IntegrityError
-from nexus.hashing import Digest, Progress, copy_and_hash
+from nexus.hashing import Digest, Progress, copy_file_and_hash, kernel_copy
 from nexus.storage import Storage
 
 
@@ -66,19 +66,28 @@ class ObjectCache:
             tmp.replace(dest)
         return dest
 
-    def copy_out(self, sha256: str, size: int, output: Path, progress: Progress | None = None) -> None:
+    def copy_out(
+        self, sha256: str, size: int, output: Path, progress: Progress | None = None, verify: bool = True
+    ) -> None:
         """Copy the cached object to ``output`` atomically, verifying it on the way.
+
+        Args:
+            verify: hash the cached file while it is copied (skip only right after :meth:`fetch`
+                verified it).
 
         Raises:
             IntegrityError: the cache entry is damaged; it is removed and ``output`` is untouched.
         """
         source = self.path(sha256)
-        with temporary_sibling(output) as (tmp, out), open(source, "rb") as src:
-            got = copy_and_hash(src, out, progress)
-            try:
-                _verify(str(source), sha256, size, got)
-            except IntegrityError:
-                source.unlink(missing_ok=True)
-                raise
-            out.flush()
+        with temporary_sibling(output) as (tmp, out):
+            if verify:
+                got = copy_file_and_hash(source, out, progress)
+                try:
+                    _verify(str(source), sha256, size, got)
+                except IntegrityError:
+                    source.unlink(missing_ok=True)
+                    raise
+            else:
+                with open(source, "rb") as src:
+                    kernel_copy(src.fileno(), out.fileno(), size)
             tmp.replace(output)

@@ -270,7 +270,8 @@ class Project:
         for attempt in (1, 2):
             self.cache.fetch(storage, key, v.sha256, v.size, None if from_cache else progress)
             try:
-                self.cache.copy_out(v.sha256, v.size, target, progress if from_cache else None)
+                # a fresh download was verified on its way into the cache; a cache hit is verified now
+                self.cache.copy_out(v.sha256, v.size, target, progress if from_cache else None, verify=from_cache)
                 break
             except IntegrityError:
                 if attempt == 2:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from nexus.atomic import temporary_sibling
 from nexus.errors import ObjectMissingError, StorageError
-from nexus.hashing import Digest, Progress, Writable, copy_and_hash
+from nexus.hashing import Digest, Progress, SourceChangedError, Writable, copy_and_hash, copy_file_and_hash
 from nexus.storage.base import KeyExistsError, Storage
 
 
@@ -38,8 +38,8 @@ class LocalStorage(Storage):
         if dest.exists():
             raise KeyExistsError(self.uri(key))
         try:
-            with temporary_sibling(dest) as (tmp, out), open(path, "rb") as src:
-                digest = copy_and_hash(src, out, progress)
+            with temporary_sibling(dest) as (tmp, out):
+                digest = copy_file_and_hash(path, out, progress)
                 out.flush()
                 os.fsync(out.fileno())
                 tmp.chmod(0o444)  # a stored version is never edited in place
@@ -47,6 +47,8 @@ class LocalStorage(Storage):
                     os.link(tmp, dest)
                 except FileExistsError:
                     raise KeyExistsError(self.uri(key)) from None
+        except SourceChangedError as e:
+            raise StorageError(f"{path} changed while it was stored; store it again once it is written") from e
         except PermissionError as e:
             raise StorageError(f"cannot write to {dest.parent}: permission denied; fix the folder's permissions") from e
         if dest.stat().st_size != digest.size:
