@@ -40,15 +40,17 @@ def _noop(_: int) -> None:
     return None
 
 
-def hash_file(path: Path, progress: Progress | None = None) -> Digest:
-    """The sha256 and size of a file."""
+def hash_file(path: Path, progress: Progress | None = None, limit: int | None = None) -> Digest:
+    """The sha256 and size of a file (of its first ``limit`` bytes, if given)."""
     progress = progress or _noop
     h = hashlib.sha256()
     size = 0
     buf = bytearray(CHUNK)
     view = memoryview(buf)
     with open(path, "rb", buffering=0) as f:
-        while n := f.readinto(buf):
+        while (limit is None or size < limit) and (n := f.readinto(buf)):
+            if limit is not None:
+                n = min(n, limit - size)
             h.update(view[:n])
             size += n
             progress(n)
@@ -183,7 +185,7 @@ def copy_file_and_hash(src: Path, dst: BinaryIO, progress: Progress | None = Non
         copier = threading.Thread(target=copy, name="nexus-kernel-copy", daemon=True)
         copier.start()
         try:
-            digest = hash_file(src, progress)
+            digest = hash_file(src, progress, limit=before.st_size)
         finally:
             copier.join()
         if failure:

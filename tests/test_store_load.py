@@ -19,6 +19,7 @@ from nexus.errors import (
     ObjectConflictError,
     OutputExistsError,
     PickledModelError,
+    StorageError,
     VersionNotFoundError,
 )
 from nexus.metadata import META_FILE
@@ -335,3 +336,21 @@ def test_bytes_already_stored_at_an_earlier_commit_are_not_stored_twice(
     assert again.version.commit_hash == first.commit_hash != repo.head
     assert backend.keys() == keys
     assert [v.version for v in project.versions("m")] == [1, 2]
+
+
+def test_a_file_that_changes_while_it_is_stored_locally_is_refused(
+    repo: GitRepo, models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = tmp_path / "store"
+    monkeypatch.setenv("NEXUS_STORAGE", str(store))
+    model = tmp_path / "changing.pt"
+    model.write_bytes(models["torchscript"].read_bytes())
+
+    def keep_training(_: int) -> None:
+        with model.open("ab") as f:
+            f.write(b"more bytes from a training run still writing")
+
+    with pytest.raises(StorageError, match="changed while it was stored"):
+        Project.open().store(model, "m", progress=keep_training)
+    assert [p for p in store.rglob("*") if p.is_file()] == []
+    assert not (repo.root / META_FILE).exists()
