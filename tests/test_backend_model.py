@@ -63,6 +63,7 @@ def load_instance(
     fmt: str,
     signature: Signature,
     options: ServingOptions | None = None,
+    instance_kind: str = "CPU",
 ) -> Any:
     """Lay out `<folder>/1/<artifact>` and initialise the backend model on it, as Triton would."""
     version_dir = folder / "1"
@@ -76,7 +77,7 @@ def load_instance(
             "model_config": json.dumps(json_format.MessageToDict(config, preserving_proto_field_name=True)),
             "model_repository": str(folder),
             "model_version": "1",
-            "model_instance_kind": "CPU",
+            "model_instance_kind": instance_kind,
             "model_instance_device_id": "0",
         }
     )
@@ -263,3 +264,73 @@ def test_a_request_whose_values_break_the_model_fails_alone(backend_module: Modu
     assert "batch of 1 request(s)" in responses[1].error.message()
     with torch.inference_mode():
         torch.testing.assert_close(responses[2].output("pooled"), pooler(torch.tensor([[3, 4]]), torch.tensor(mask)))
+
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the lent GPU machine)")
+
+
+def load_on_gpu(module: ModuleType, folder: Path, artifact: Path, fmt: str, signature: Signature) -> Any:
+    return load_instance(module, folder, artifact, fmt, signature, ServingOptions(kind="gpu"), instance_kind="GPU")
+
+
+@needs_cuda
+@pytest.mark.gpu
+@pytest.mark.parametrize("fmt", ["torchscript", "torch_export"])
+def test_gpu_instance_runs_on_cuda_and_takes_gpu_tensors_without_copies(
+    backend_module: ModuleType, tmp_path: Path, fmt: str
+) -> None:
+    artifact = (make_torchscript if fmt == "torchscript" else make_torch_export)(tmp_path / f"a.{fmt}")
+    signature = Signature([TensorSpec("input", "float32", [-1, 4])], [TensorSpec("y", "float32", [-1, 3])])
+    model = load_on_gpu(backend_module, tmp_path / "repo", artifact, fmt, signature)
+    assert model.device.type == "cuda"
+    seen: list[int] = []
+    run = model.run
+
+    def spy(inputs: list[torch.Tensor], names: list[str]) -> Any:
+        seen.append(inputs[0].data_ptr())
+        return run(inputs, names)
+
+    model.run = spy
+    x = torch.randn(5, 4, device="cuda")
+
+    (response,) = model.execute([pb.InferenceRequest(input=x)])
+
+    assert seen == [x.data_ptr()], "a single GPU request must reach the model without a copy"
+    assert response.output("y").is_cuda
+    reference = _reference(fmt, artifact, x.cpu().numpy())
+    torch.testing.assert_close(response.output("y").cpu(), reference)
+
+    # a batch of GPU and CPU tensors is concatenated on the GPU and split back per request
+    batch = [torch.randn(2, 4, device="cuda"), torch.randn(3, 4)]
+    responses = model.execute([pb.InferenceRequest(input=t) for t in batch])
+    for t, r in zip(batch, responses, strict=True):
+        torch.testing.assert_close(r.output("y").cpu(), _reference(fmt, artifact, t.cpu().numpy()))
+
+
+@needs_cuda
+@pytest.mark.gpu
+def test_gpu_instance_takes_cpu_tensors_and_bf16(backend_module: ModuleType, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(4, 2).to(torch.bfloat16).eval()
+    path = tmp_path / "bf16.pt"
+    torch.jit.script(linear).save(str(path))
+    signature = Signature([TensorSpec("x", "bfloat16", [-1, 4])], [TensorSpec("y", "bfloat16", [-1, 2])])
+    model = load_on_gpu(backend_module, tmp_path, path, "torchscript", signature)
+    x = torch.randn(3, 4).to(torch.bfloat16)
+
+    (response,) = model.execute([pb.InferenceRequest(x=x)])
+
+    assert response.output("y").is_cuda
+    with torch.inference_mode():
+        torch.testing.assert_close(response.output("y").cpu(), linear.cuda()(x.cuda()).cpu())
+
+
+@needs_cuda
+@pytest.mark.gpu
+def test_onnx_on_a_gpu_instance_still_answers(backend_module: ModuleType, tmp_path: Path) -> None:
+    artifact = make_onnx(tmp_path / "a.onnx")
+    signature = Signature([TensorSpec("x", "float32", [-1, 4])], [TensorSpec("y", "float32", [-1, 3])])
+    model = load_on_gpu(backend_module, tmp_path / "repo", artifact, "onnx", signature)
+    x = np.random.default_rng(0).standard_normal((2, 4)).astype(np.float32)
+    (response,) = model.execute([pb.InferenceRequest(x=torch.from_numpy(x).cuda())])
+    torch.testing.assert_close(response.output("y").cpu(), _reference("onnx", artifact, x))
