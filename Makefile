@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml constraints.txt
 setup: $(STAMP)  ## create .venv and install nexus with its test tools
 
 demo: setup  ## the main job: an end-to-end control-plane demo on local storage
-	$(PY) -m nexus.demo
+	$(VENV)/bin/nexus demo
 
 lint: setup
 	$(VENV)/bin/ruff check nexus tests benchmarks model_repository_templates
@@ -25,8 +25,9 @@ lint: setup
 typecheck: setup
 	$(VENV)/bin/mypy
 
+# pytest's script, not `python -m pytest`: -m would put the repository root, and its triton/ folder, on sys.path
 unit: setup
-	$(PY) -m pytest
+	$(VENV)/bin/pytest
 
 test: lint typecheck unit  ## everything CI runs
 

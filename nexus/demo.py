@@ -1,4 +1,4 @@
-"""The control-plane demo: `python -m nexus.demo [DIR]` (what `make demo` runs).
+"""The control-plane demo: `nexus demo [DIR]` (what `make demo` runs).
 
 It makes a git repository with a tiny training script, trains and stores two versions on the
 default local store, lists them, loads one back and checks it computes what the trained model
@@ -51,7 +51,8 @@ console = Console(highlight=False)
 def _run(cmd: list[str], cwd: Path, expect_failure: bool = False) -> str:
     shown = " ".join(shlex.quote(c) for c in cmd)
     console.print(f"[bold cyan]$ {shown}[/]")
-    exe = {"nexus": [sys.executable, "-m", "nexus"], "python": [sys.executable]}.get(cmd[0], [cmd[0]])
+    nexus = str(Path(sys.executable).with_name("nexus"))
+    exe = {"nexus": [nexus], "python": [sys.executable]}.get(cmd[0], [cmd[0]])
     result = subprocess.run([*exe, *cmd[1:]], cwd=cwd, capture_output=True, text=True, check=False)
     output = (result.stdout + result.stderr).rstrip()
     if output:
@@ -137,7 +138,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     with tempfile.TemporaryDirectory(prefix="nexus-demo-") as tmp:
         run_demo(Path(tmp))
-    console.print("That folder was temporary and is gone; `python -m nexus.demo DIR` keeps the demo in DIR.")
+    console.print("That folder was temporary and is gone; `nexus demo DIR` keeps the demo in DIR.")
 
 
 if __name__ == "__main__":

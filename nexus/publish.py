@@ -10,7 +10,8 @@ Layout written (one folder per model; several models and versions side by side):
           model.<ext>         # the artifact, verified against its sha256
 
 A local publish builds `<N>/` in a hidden temporary folder next to it and renames it into place,
-then replaces `config.pbtxt` atomically, so a reader never sees a half-written version.
+then replaces `config.pbtxt` atomically, so a reader never sees a half-written version. A publish to
+`s3://` or `gs://` uploads the same layout, `config.pbtxt` last.
 """
 
 from __future__ import annotations
@@ -22,10 +23,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from nexus.config import StorageSettings
 from nexus.errors import NexusError
 from nexus.formats import EXTENSIONS, ONNX
 from nexus.metadata import ModelVersion, Signature, TensorSpec
 from nexus.registry import Project
+from nexus.storage import Storage, open_storage, parse_storage_uri
 from nexus.triton_config import (
     ServingOptions,
     SignatureError,
@@ -46,7 +49,10 @@ class PublishError(NexusError):
 class PublishResult:
     model_name: str
     version: ModelVersion
-    repository: Path
+    #: The local folder, or the bucket URI, written to.
+    repository: Path | str
+    #: What to give `tritonserver --model-repository` to serve it.
+    triton_repository: str
     config_text: str
     #: Paths relative to the repository, in the order they are written.
     files: list[str]
@@ -162,9 +168,13 @@ def publish(
     text = config_to_text(config)
     if parse_config(text) != config:  # pragma: no cover - protobuf round trip; guards against a broken install
         raise PublishError("config.pbtxt does not parse back to what was rendered; reinstall tritonclient")
-    repo = Path(repository) if repository is not None else project.root / ".nexus" / "model_repository"
-    if not repo.is_absolute():
-        repo = project.root / repo
+    target = str(repository) if repository is not None else str(project.root / ".nexus" / "model_repository")
+    location = parse_storage_uri(target)
+    remote = None if location.scheme == "file" else open_storage(target, project.config.storage, project.root)
+    repo: Path | str = target
+    if remote is None:
+        local = Path(location.bucket).expanduser()
+        repo = local if local.is_absolute() else project.root / local
     files = [
         f"{model_name}/{v.version}/{MODEL_PY}",
         f"{model_name}/{v.version}/{artifact_name}",
@@ -174,10 +184,37 @@ def publish(
     storage, key = project._storage_of(v)
     cached = project.cache.fetch(storage, key, v.sha256, v.size)
     check_signature(cached, v.format, signature, options.batching)
+    triton_path = str(repo) if remote is None else triton_repository_path(target, project.config.storage)
     if dry_run:
-        return PublishResult(model_name, v, repo, text, files, written=False)
-    _write_local(project, repo, model_name, v, artifact_name, text)
-    return PublishResult(model_name, v, repo, text, files, written=True)
+        return PublishResult(model_name, v, repo, triton_path, text, files, written=False)
+    if remote is None:
+        _write_local(project, Path(repo), model_name, v, artifact_name, text)
+    else:
+        _write_remote(remote, cached, files, text)
+    return PublishResult(model_name, v, repo, triton_path, text, files, written=True)
+
+
+def triton_repository_path(uri: str, settings: StorageSettings) -> str:
+    """How Triton names a bucket repository: with a custom S3 endpoint, `s3://http://host:port/bucket/prefix`."""
+    location = parse_storage_uri(uri)
+    same_store = parse_storage_uri(settings.uri).scheme == location.scheme
+    if location.scheme == "s3" and same_store and settings.endpoint_url:
+        path = "/".join(p for p in (location.bucket, location.prefix) if p)
+        return f"s3://{settings.endpoint_url.rstrip('/')}/{path}"
+    return uri
+
+
+def _write_remote(storage: Storage, artifact: Path, files: list[str], text: str) -> None:
+    """Upload model.py and the artifact, then config.pbtxt last: Triton never sees a config without its files."""
+    model_py_key, artifact_key, config_key = files
+    with tempfile.TemporaryDirectory(prefix="nexus-publish-") as tmp:
+        model_py = Path(tmp) / MODEL_PY
+        model_py.write_text(template_source(), encoding="utf-8")
+        config = Path(tmp) / CONFIG
+        config.write_text(text, encoding="utf-8")
+        storage.put_file(model_py_key, model_py, overwrite=True)
+        storage.put_file(artifact_key, artifact, overwrite=True)
+        storage.put_file(config_key, config, overwrite=True)
 
 
 def _write_local(project: Project, repo: Path, model_name: str, v: ModelVersion, artifact: str, text: str) -> None:

@@ -87,7 +87,8 @@ class TritonServer:
         env: dict[str, str] | None = None,
     ) -> None:
         self.install = find_triton(binary)
-        self.repository = repository
+        # local paths are made absolute: the server runs in its own working folder
+        self.repository = repository if "://" in repository else str(Path(repository).resolve())
         self.host = host
         self.http_port, self.grpc_port, self.metrics_port = http_port, grpc_port, metrics_port
         self.model_control = model_control
@@ -140,8 +141,15 @@ class TritonServer:
             env["LD_LIBRARY_PATH"] = f"{self.install.lib_dir}{os.pathsep}{env.get('LD_LIBRARY_PATH', '')}"
         log = open(self.log_file, "wb")  # noqa: SIM115 - owned by the child process
         with log:
+            # A neutral working folder: the backend stub puts its cwd on sys.path, and a folder there
+            # named like a package (a project's own `triton/`, say) would shadow the real one for torch.
             self._process = subprocess.Popen(
-                self.command(), stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent
+                self.command(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=self._workdir,
+                preexec_fn=_die_with_parent,
             )
 
     def is_alive(self) -> bool:
@@ -155,12 +163,18 @@ class TritonServer:
         lines = text.splitlines()
         return "\n".join(lines[-last:] if last else lines)
 
+    def errors(self, last: int = 10) -> str:
+        """The server's error lines (model load failures among them), else its last lines."""
+        lines = self.logs().splitlines()
+        errors = [line for line in lines if line.startswith("E") or "failed to load" in line]
+        return "\n".join((errors or lines)[-last:])
+
     def wait_ready(self, timeout: float = 120.0) -> None:
         """Wait until `/v2/health/ready` answers 200; raise with the server's last log lines if not."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.is_alive():
-                raise TritonError(f"tritonserver exited during start-up; its last log lines:\n{self.logs(last=30)}")
+                raise TritonError(f"tritonserver exited during start-up:\n{self.errors()}")
             try:
                 with urllib.request.urlopen(f"{self.url}/v2/health/ready", timeout=2) as r:  # noqa: S310 - loopback
                     if r.status == 200:
@@ -168,7 +182,7 @@ class TritonServer:
             except (urllib.error.URLError, OSError):
                 pass
             time.sleep(0.25)
-        raise TritonError(f"tritonserver was not ready after {timeout:.0f}s; its last log lines:\n{self.logs(last=30)}")
+        raise TritonError(f"tritonserver was not ready after {timeout:.0f}s:\n{self.errors()}")
 
     def stop(self, timeout: float = 20.0) -> None:
         """SIGINT, then SIGKILL after ``timeout`` seconds."""

@@ -14,14 +14,20 @@ import pytest
 # Never let a cloud SDK look for credentials on a metadata server: those live on link-local addresses,
 # outside this machine. Set before any SDK is imported (google-auth reads these at import time).
 os.environ.update(
+    # git identity for repositories made by module- and session-scoped fixtures too (before sealed_env)
+    GIT_CONFIG_NOSYSTEM="1",
+    GIT_AUTHOR_NAME="Test User",
+    GIT_AUTHOR_EMAIL="test@example.com",
+    GIT_COMMITTER_NAME="Test User",
+    GIT_COMMITTER_EMAIL="test@example.com",
     AWS_EC2_METADATA_DISABLED="true",
     NO_GCE_CHECK="True",
     GCE_METADATA_HOST="127.0.0.1:9",
     GCE_METADATA_IP="127.0.0.1:9",
 )
 
-from tests.backends import Backend, gcs_backend, local_backend, s3_backend
-from tests.helpers import GitRepo, free_port, make_onnx, make_torch_export, make_torchscript
+from backends import Backend, gcs_backend, local_backend, s3_backend
+from helpers import GitRepo, free_port, make_onnx, make_torch_export, make_torchscript
 
 # --- sealed environment ---------------------------------------------------------------------
 

@@ -18,10 +18,10 @@ import pytest
 import torch
 from google.protobuf import json_format
 
+import fake_pb_utils as pb
+from helpers import make_onnx, make_torch_export, make_torchscript
 from nexus.metadata import ModelVersion, Signature, TensorSpec
 from nexus.triton_config import ServingOptions, render_config
-from tests import fake_pb_utils as pb
-from tests.helpers import make_onnx, make_torch_export, make_torchscript
 
 TEMPLATE = Path(__file__).parents[1] / "model_repository_templates" / "python_backend" / "model.py"
 

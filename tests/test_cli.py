@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from backends import Backend
+from helpers import GitRepo
 from nexus.cli import app
 from nexus.metadata import META_FILE
-from tests.backends import Backend
-from tests.helpers import GitRepo
 
 
 @pytest.fixture

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from helpers import GitRepo
 from nexus.config import StorageSettings, load_config, write_config
 from nexus.errors import ConfigError, CredentialInConfigError
 from nexus.registry import Project, init
 from nexus.storage import open_storage
-from tests.helpers import GitRepo
 
 
 def write_rc(root: Path, text: str) -> None:

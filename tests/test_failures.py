@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 
 import nexus.storage.gcs
+from conftest import GCSServer, S3Server
+from cutting_proxy import CuttingProxy
+from helpers import GitRepo, free_port
 from nexus.errors import EndpointUnreachableError, StorageError
 from nexus.metadata import META_FILE
 from nexus.registry import Project
-from tests.conftest import GCSServer, S3Server
-from tests.helpers import GitRepo, free_port
-from tests.proxy import CuttingProxy
 
 pytestmark = pytest.mark.slow
 

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from helpers import GitRepo
 from nexus.errors import CorruptMetadataError, PickledModelError, UnsupportedFormatError
 from nexus.formats import detect_format, inspect_artifact
 from nexus.metadata import META_FILE, HistoryEvent, Metadata, MetadataFile
 from nexus.registry import Project
-from tests.helpers import GitRepo
 
 
 @pytest.mark.parametrize(

@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from helpers import GitRepo
 from nexus.cli import app
 from nexus.errors import VersionNotFoundError
 from nexus.metadata import TensorSpec
 from nexus.publish import PublishError, publish, template_source
 from nexus.registry import Project
 from nexus.triton_config import SignatureError, parse_config
-from tests.helpers import GitRepo
 
 TEMPLATE = Path(__file__).parents[1] / "model_repository_templates" / "python_backend" / "model.py"
 

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from backends import Backend, full_key
+from helpers import GitRepo
 from nexus.errors import ModelNotFoundError, ObjectMissingError, RollbackError, VersionNotFoundError
 from nexus.metadata import META_FILE, parse_time
 from nexus.registry import Project
-from tests.backends import Backend, full_key
-from tests.helpers import GitRepo
 
 
 @pytest.fixture

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from backends import Backend, full_key
 from nexus.config import StorageSettings
 from nexus.errors import BucketNotFoundError, ObjectMissingError
 from nexus.storage import KeyExistsError, Storage, open_storage
-from tests.backends import Backend, full_key
 
 
 def _open(backend: Backend, tmp_path: Path, uri: str | None = None) -> Storage:
@@ -56,6 +56,14 @@ def test_put_is_create_only_and_keeps_the_first_bytes(backend: Backend, tmp_path
     with pytest.raises(KeyExistsError):
         storage.put_file("m/abc.pt", _file(tmp_path, "two", b"second"))
     assert backend.read(full_key(backend, "m/abc.pt")) == b"first"
+
+
+def test_overwrite_replaces_an_object_for_model_repositories(backend: Backend, tmp_path: Path) -> None:
+    storage = _open(backend, tmp_path)
+    storage.put_file("m/config.pbtxt", _file(tmp_path, "one", b"first"))
+    digest = storage.put_file("m/config.pbtxt", _file(tmp_path, "two", b"second"), overwrite=True)
+    assert digest.sha256 == hashlib.sha256(b"second").hexdigest()
+    assert backend.read(full_key(backend, "m/config.pbtxt")) == b"second"
 
 
 def test_missing_object_has_no_size_and_cannot_be_downloaded(backend: Backend, tmp_path: Path) -> None:

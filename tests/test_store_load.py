@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from backends import Backend, full_key
+from helpers import GitRepo
 from nexus.errors import (
     ArtifactNotFoundError,
     DirtyTreeError,
@@ -24,8 +26,6 @@ from nexus.errors import (
 )
 from nexus.metadata import META_FILE
 from nexus.registry import Project
-from tests.backends import Backend, full_key
-from tests.helpers import GitRepo
 
 
 def sha(path: Path) -> str:

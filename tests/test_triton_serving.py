@@ -18,12 +18,13 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import S3Server
+from helpers import GitRepo, free_port, make_onnx, make_torch_export, make_torchscript
 from nexus.metadata import TensorSpec
 from nexus.publish import publish
 from nexus.registry import Project
 from nexus.triton_server import TritonServer
-from tests.helpers import GitRepo, free_port, make_onnx, make_torch_export, make_torchscript
-from tests.test_backend_model import TokenPooler, TwoInTwoOut
+from test_backend_model import TokenPooler, TwoInTwoOut
 
 pytestmark = pytest.mark.slow
 
@@ -215,3 +216,33 @@ def test_grpc_client_gets_the_same_answer(served: Served) -> None:
     tensor.set_data_from_numpy(x)
     result = client.infer("ts", [tensor]).as_numpy("y")
     np.testing.assert_allclose(result, served.infer("ts", {"x": x})["y"], rtol=1e-6)
+
+
+def test_publish_to_s3_and_triton_serves_the_bucket(
+    served: Served, s3_server: S3Server, s3_bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = GitRepo.create(tmp_path / "project")
+    repo.gen({"train.py": "pass\n"}, commit="initial")
+    monkeypatch.setenv("NEXUS_STORAGE", f"s3://{s3_bucket}/models")
+    monkeypatch.setenv("NEXUS_ENDPOINT_URL", s3_server.endpoint)
+    project = Project.open(repo.root)
+    project.store(served.artifacts["exp"], "exp")
+
+    result = publish(project, "exp", repository=f"s3://{s3_bucket}/repository")
+
+    keys = sorted(o["Key"] for o in s3_server.client().list_objects_v2(Bucket=s3_bucket)["Contents"])
+    assert [k for k in keys if k.startswith("repository/")] == [
+        "repository/exp/1/model.pt2",
+        "repository/exp/1/model.py",
+        "repository/exp/config.pbtxt",
+    ]
+    assert result.triton_repository == f"s3://{s3_server.endpoint}/{s3_bucket}/repository"
+    server = TritonServer(
+        repository=result.triton_repository, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port()
+    )
+    with server:
+        from_s3 = Served(server, served.artifacts)
+        x = np.random.default_rng(4).standard_normal((2, 4)).astype(np.float32)
+        np.testing.assert_allclose(
+            from_s3.infer("exp", {"input": x})["linear_1"], served.infer("exp", {"input": x})["linear_1"]
+        )

@@ -338,6 +338,18 @@ def publish(
         out.print(f"  {name}")
 
 
+@app.command(hidden=True)
+def demo(
+    folder: Annotated[
+        Path | None, typer.Argument(help="Where to create the demo (default: a temporary folder).")
+    ] = None,
+) -> None:
+    """Run the end-to-end control-plane demo (what `make demo` runs)."""
+    from nexus.demo import main as run_demo
+
+    run_demo([str(folder)] if folder else [])
+
+
 def _name(author: str) -> str:
     """`Ada Lovelace <ada@example.com>` -> `Ada Lovelace`, for narrow tables."""
     return author.split(" <", 1)[0]

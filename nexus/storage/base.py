@@ -44,8 +44,12 @@ class Storage(ABC):
         """The object's size in bytes, or None when there is no such object."""
 
     @abstractmethod
-    def put_file(self, key: str, path: Path, progress: Progress | None = None) -> Digest:
+    def put_file(self, key: str, path: Path, progress: Progress | None = None, *, overwrite: bool = False) -> Digest:
         """Upload ``path`` to ``key`` if no object is there yet; return the digest of the bytes sent.
+
+        Args:
+            overwrite: replace an existing object instead (model repositories only: stored
+                versions are always written create-only).
 
         Raises:
             KeyExistsError: the key is taken (checked atomically by the server where it can).

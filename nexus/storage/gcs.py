@@ -111,9 +111,9 @@ class GCSStorage(Storage):
             blob = self.bucket.get_blob(self._key(key))
         return None if blob is None else int(blob.size or 0)
 
-    def put_file(self, key: str, path: Path, progress: Progress | None = None) -> Digest:
-        if self.size(key) is not None:  # emulators ignore if_generation_match; real GCS enforces it below
-            raise KeyExistsError(self.uri(key))
+    def put_file(self, key: str, path: Path, progress: Progress | None = None, *, overwrite: bool = False) -> Digest:
+        if not overwrite and self.size(key) is not None:
+            raise KeyExistsError(self.uri(key))  # emulators ignore if_generation_match; real GCS enforces it below
         size = path.stat().st_size
         chunk_size = CHUNK_SIZE if size > RESUMABLE_THRESHOLD else None
         blob = self.bucket.blob(self._key(key), chunk_size=chunk_size)
@@ -122,10 +122,10 @@ class GCSStorage(Storage):
             blob.upload_from_file(
                 reader,
                 size=size,
-                if_generation_match=0,
+                if_generation_match=None if overwrite else 0,
                 checksum="crc32c" if chunk_size else "md5",
                 content_type="application/octet-stream",
-                retry=DEFAULT_RETRY.with_timeout(RETRY_TIMEOUT_S),  # safe: the write is conditional
+                retry=DEFAULT_RETRY.with_timeout(RETRY_TIMEOUT_S),  # safe: the write is conditional or idempotent
             )
             digest = reader.digest(path)
         if blob.size is not None and int(blob.size) != digest.size:

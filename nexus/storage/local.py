@@ -33,20 +33,23 @@ class LocalStorage(Storage):
         except FileNotFoundError:
             return None
 
-    def put_file(self, key: str, path: Path, progress: Progress | None = None) -> Digest:
+    def put_file(self, key: str, path: Path, progress: Progress | None = None, *, overwrite: bool = False) -> Digest:
         dest = self._path(key)
-        if dest.exists():
+        if dest.exists() and not overwrite:
             raise KeyExistsError(self.uri(key))
         try:
             with temporary_sibling(dest) as (tmp, out):
                 digest = copy_file_and_hash(path, out, progress)
                 out.flush()
                 os.fsync(out.fileno())
-                tmp.chmod(0o444)  # a stored version is never edited in place
-                try:
-                    os.link(tmp, dest)
-                except FileExistsError:
-                    raise KeyExistsError(self.uri(key)) from None
+                if overwrite:
+                    tmp.replace(dest)
+                else:
+                    tmp.chmod(0o444)  # a stored version is never edited in place
+                    try:
+                        os.link(tmp, dest)
+                    except FileExistsError:
+                        raise KeyExistsError(self.uri(key)) from None
         except SourceChangedError as e:
             raise StorageError(f"{path} changed while it was stored; store it again once it is written") from e
         except PermissionError as e:

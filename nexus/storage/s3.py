@@ -131,34 +131,37 @@ class S3Storage(Storage):
             return None
         return int(head["ContentLength"])
 
-    def put_file(self, key: str, path: Path, progress: Progress | None = None) -> Digest:
+    def put_file(self, key: str, path: Path, progress: Progress | None = None, *, overwrite: bool = False) -> Digest:
         self._check_bucket(key)
         size = path.stat().st_size
+        condition: dict[str, Any] = {} if overwrite else {"IfNoneMatch": "*"}
         with self._errors(key), open(path, "rb") as f:
             if size <= MULTIPART_THRESHOLD:
-                digest = self._put_single(key, f, progress)
+                digest = self._put_single(key, f, progress, condition)
             else:
-                digest = self._put_multipart(key, f, size, progress)
+                digest = self._put_multipart(key, f, size, progress, condition)
             head = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
         if int(head["ContentLength"]) != digest.size:
             raise StorageError(f"{self.uri(key)} has size {head['ContentLength']} after upload, sent {digest.size}")
         return digest
 
-    def _put_single(self, key: str, f: BinaryIO, progress: Progress | None) -> Digest:
+    def _put_single(self, key: str, f: BinaryIO, progress: Progress | None, condition: dict[str, Any]) -> Digest:
         data = f.read()
         sha = hashlib.sha256(data)
         self.client.put_object(
             Bucket=self.bucket,
             Key=self._key(key),
             Body=data,
-            IfNoneMatch="*",
+            **condition,
             ChecksumSHA256=base64.b64encode(sha.digest()).decode(),  # S3 rejects the PUT if the bytes differ
         )
         if progress:
             progress(len(data))
         return Digest(sha.hexdigest(), len(data))
 
-    def _put_multipart(self, key: str, f: BinaryIO, size: int, progress: Progress | None) -> Digest:
+    def _put_multipart(
+        self, key: str, f: BinaryIO, size: int, progress: Progress | None, condition: dict[str, Any]
+    ) -> Digest:
         part_size = max(PART_SIZE, -(-size // MAX_PARTS))
         s3_key = self._key(key)
         upload_id = self.client.create_multipart_upload(Bucket=self.bucket, Key=s3_key, ChecksumAlgorithm="CRC32")[
@@ -212,7 +215,7 @@ class S3Storage(Storage):
                 Key=s3_key,
                 UploadId=upload_id,
                 MultipartUpload={"Parts": parts},  # type: ignore[typeddict-item]
-                IfNoneMatch="*",
+                **condition,
             )
         except BaseException:
             self._abort(s3_key, upload_id)
