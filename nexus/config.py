@@ -7,6 +7,9 @@ A `.nexusrc` looks like this::
     endpoint_url = "http://127.0.0.1:9000" # optional: MinIO or another S3-compatible server
     region = "eu-west-1"                   # optional
 
+    [publish]
+    repository = ".nexus/model_repository" # or "s3://bucket/triton-repo", "gs://..."
+
 It never holds credentials: those come from the environment and the cloud SDKs' own chains, and a
 file that looks like it holds one is refused. Without a `.nexusrc` the store is the local folder
 `.nexus/storage` in the repository, which needs no server.
@@ -18,7 +21,7 @@ import json
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +33,14 @@ from nexus.errors import ConfigError, CredentialInConfigError
 CONFIG_FILE = ".nexusrc"
 DEFAULT_STORAGE_URI = ".nexus/storage"
 
-#: Environment variable -> field of :class:`StorageSettings` it overrides.
+DEFAULT_REPOSITORY = ".nexus/model_repository"
+
+#: Environment variable -> (section, field) it overrides.
 ENV_OVERRIDES = {
-    "NEXUS_STORAGE": "uri",
-    "NEXUS_ENDPOINT_URL": "endpoint_url",
-    "NEXUS_REGION": "region",
+    "NEXUS_STORAGE": ("storage", "uri"),
+    "NEXUS_ENDPOINT_URL": ("storage", "endpoint_url"),
+    "NEXUS_REGION": ("storage", "region"),
+    "NEXUS_REPOSITORY": ("publish", "repository"),
 }
 
 _SECRET_KEY = re.compile(r"secret|passw|token|credential|private.?key|access.?key|api.?key|session|auth", re.I)
@@ -64,11 +70,30 @@ class StorageSettings:
 
 
 @dataclass(frozen=True)
+class PublishSettings:
+    """Where `nexus publish` writes the Triton model repository.
+
+    Attributes:
+        repository: a folder (relative to the repository root) or `s3://` / `gs://` URI.
+    """
+
+    repository: str = DEFAULT_REPOSITORY
+
+
+#: `.nexusrc` section -> the settings class it fills.
+SECTIONS: dict[str, type[StorageSettings] | type[PublishSettings]] = {
+    "storage": StorageSettings,
+    "publish": PublishSettings,
+}
+
+
+@dataclass(frozen=True)
 class NexusConfig:
     """Everything NexusML reads from `.nexusrc` and the environment for one repository."""
 
     root: Path
     storage: StorageSettings = field(default_factory=StorageSettings)
+    publish: PublishSettings = field(default_factory=PublishSettings)
     #: Where the settings came from, for messages: the file, or "defaults".
     source: str = "defaults"
 
@@ -77,51 +102,64 @@ def load_config(root: Path, env: Mapping[str, str] | None = None) -> NexusConfig
     """Read `<root>/.nexusrc` (if any) and apply `NEXUS_*` overrides from ``env``."""
     env = os.environ if env is None else env
     path = root / CONFIG_FILE
-    storage = StorageSettings()
+    sections: dict[str, dict[str, str]] = {name: {} for name in SECTIONS}
     source = "defaults"
     if path.is_file():
         source = str(path)
-        storage = _parse(path)
-    overrides = {attr: env[var] for var, attr in ENV_OVERRIDES.items() if env.get(var)}
-    storage = replace(storage, **overrides)
-    return NexusConfig(root=root, storage=storage, source=source)
+        sections = _parse(path)
+    for var, (section, key) in ENV_OVERRIDES.items():
+        if env.get(var):
+            sections[section][key] = env[var]
+    return NexusConfig(
+        root=root,
+        storage=StorageSettings(**sections["storage"]),
+        publish=PublishSettings(**sections["publish"]),
+        source=source,
+    )
 
 
-def write_config(root: Path, storage: StorageSettings) -> Path:
+def write_config(root: Path, storage: StorageSettings, publish: PublishSettings | None = None) -> Path:
     """Write `<root>/.nexusrc` atomically and return its path. Validates like :func:`load_config`."""
-    lines = ["# NexusML settings. Commit this file; never put credentials in it.", "[storage]"]
-    for key in ("uri", "endpoint_url", "region"):
-        value = getattr(storage, key)
-        if value is not None:
-            _refuse_secret_value(f"storage.{key}", value)
-            lines.append(f"{key} = {json.dumps(value)}")  # a JSON string is a valid TOML basic string
+    lines = ["# NexusML settings. Commit this file; never put credentials in it."]
+    for name, settings in (("storage", storage), ("publish", publish)):
+        if settings is None:
+            continue
+        lines.append(f"[{name}]")
+        for key, value in asdict(settings).items():
+            if value is not None:
+                _refuse_secret_value(f"{name}.{key}", value)
+                lines.append(f"{key} = {json.dumps(value)}")  # a JSON string is a valid TOML basic string
     path = root / CONFIG_FILE
     atomic_write_text(path, "\n".join(lines) + "\n")
     return path
 
 
-def _parse(path: Path) -> StorageSettings:
+def _parse(path: Path) -> dict[str, dict[str, str]]:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(str(path), f"not valid TOML ({e})", "fix the syntax or rerun `nexus init`") from e
     _refuse_secrets(str(path), data, prefix="")
-    unknown = set(data) - {"storage"}
+    unknown = set(data) - set(SECTIONS)
     if unknown:
-        raise ConfigError(str(path), f"unknown section(s) {sorted(unknown)}", "the known section is [storage]")
-    section = data.get("storage", {})
-    if not isinstance(section, dict):
-        raise ConfigError(str(path), "'storage' must be a table", "write it as a [storage] section")
-    allowed = {"uri", "endpoint_url", "region"}
-    unknown = set(section) - allowed
-    if unknown:
-        raise ConfigError(
-            str(path), f"unknown key(s) {sorted(unknown)} in [storage]", f"the known keys are {sorted(allowed)}"
-        )
-    for key, value in section.items():
-        if not isinstance(value, str) or not value:
-            raise ConfigError(str(path), f"storage.{key} must be a non-empty string", "quote the value")
-    return StorageSettings(**section)
+        known = ", ".join(f"[{name}]" for name in SECTIONS)
+        raise ConfigError(str(path), f"unknown section(s) {sorted(unknown)}", f"the known sections are {known}")
+    sections: dict[str, dict[str, str]] = {}
+    for name, cls in SECTIONS.items():
+        section = data.get(name, {})
+        if not isinstance(section, dict):
+            raise ConfigError(str(path), f"'{name}' must be a table", f"write it as a [{name}] section")
+        allowed = {f.name for f in fields(cls)}
+        unknown = set(section) - allowed
+        if unknown:
+            raise ConfigError(
+                str(path), f"unknown key(s) {sorted(unknown)} in [{name}]", f"the known keys are {sorted(allowed)}"
+            )
+        for key, value in section.items():
+            if not isinstance(value, str) or not value:
+                raise ConfigError(str(path), f"{name}.{key} must be a non-empty string", "quote the value")
+        sections[name] = dict(section)
+    return sections
 
 
 def _refuse_secrets(source: str, data: Mapping[str, Any], prefix: str) -> None:

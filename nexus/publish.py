@@ -21,13 +21,13 @@ import tempfile
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 from nexus.config import StorageSettings
 from nexus.errors import NexusError
-from nexus.formats import EXTENSIONS, ONNX
+from nexus.formats import EXTENSIONS
 from nexus.metadata import ModelVersion, Signature, TensorSpec
 from nexus.registry import Project
+from nexus.signature import check_signature
 from nexus.storage import Storage, open_storage, parse_storage_uri
 from nexus.triton_config import (
     ServingOptions,
@@ -81,72 +81,6 @@ def resolve_signature(
     return version.signature
 
 
-def _sample(spec: TensorSpec, batch: int, batched: bool) -> Any:
-    import torch
-
-    from nexus.triton_config import TRITON_DTYPES
-
-    dims = [d if d > 0 else 2 for d in (spec.shape[1:] if batched else spec.shape)]
-    shape = [batch, *dims] if batched else dims
-    dtype = getattr(torch, spec.dtype)
-    if TRITON_DTYPES[spec.dtype] in ("TYPE_FP16", "TYPE_BF16", "TYPE_FP32", "TYPE_FP64"):
-        return torch.randn(shape).to(dtype)
-    return torch.zeros(shape, dtype=dtype)  # zeros are valid token ids and masks
-
-
-def check_signature(artifact: Path, fmt: str, signature: Signature, batched: bool) -> None:
-    """Run one forward pass on sample inputs and compare the outputs with ``signature``.
-
-    Raises:
-        SignatureError: the model fails on such inputs, or returns other dtypes or shapes.
-    """
-    import torch
-
-    batch = 3
-    samples = [_sample(s, batch, batched) for s in signature.inputs]
-    try:
-        if fmt == ONNX:
-            import onnxruntime as ort
-
-            session = ort.InferenceSession(str(artifact), providers=["CPUExecutionProvider"])
-            feed = {s.name: t.numpy() for s, t in zip(signature.inputs, samples, strict=True)}
-            results = [torch.from_numpy(r) for r in session.run([s.name for s in signature.outputs], feed)]
-        else:
-            if fmt == "torchscript":
-                module = torch.jit.load(str(artifact), map_location="cpu")  # type: ignore[no-untyped-call]
-            else:
-                module = torch.export.load(str(artifact)).module()
-            with torch.inference_mode():
-                raw = module(*samples)
-            results = [torch.as_tensor(v) for v in _flatten(raw)]
-    except Exception as e:  # any failure of the model on valid inputs is a signature mismatch
-        shapes = ", ".join(f"{s.name}{list(t.shape)}:{s.dtype}" for s, t in zip(signature.inputs, samples, strict=True))
-        detail = (str(e).splitlines() or [""])[0]
-        raise SignatureError(f"the model fails on inputs {shapes}: {type(e).__name__}: {detail}") from e
-    if len(results) != len(signature.outputs):
-        declared = len(signature.outputs)
-        raise SignatureError(f"the model returns {len(results)} outputs, the signature declares {declared}")
-    for spec, result in zip(signature.outputs, results, strict=True):
-        got_dtype = str(result.dtype).removeprefix("torch.")
-        expected = [batch, *spec.shape[1:]] if batched else list(spec.shape)
-        shape_ok = len(result.shape) == len(expected) and all(
-            e in (-1, g) for e, g in zip(expected, result.shape, strict=True)
-        )
-        if got_dtype != spec.dtype or not shape_ok:
-            raise SignatureError(
-                f"output '{spec.name}' is {got_dtype}{list(result.shape)} for a batch of {batch}, "
-                f"the signature says {spec.dtype}{expected}; fix --output"
-            )
-
-
-def _flatten(raw: Any) -> list[Any]:
-    if isinstance(raw, dict):
-        return list(raw.values())
-    if isinstance(raw, list | tuple):
-        return list(raw)
-    return [raw]
-
-
 def publish(
     project: Project,
     model_name: str,
@@ -168,7 +102,7 @@ def publish(
     text = config_to_text(config)
     if parse_config(text) != config:  # pragma: no cover - protobuf round trip; guards against a broken install
         raise PublishError("config.pbtxt does not parse back to what was rendered; reinstall tritonclient")
-    target = str(repository) if repository is not None else str(project.root / ".nexus" / "model_repository")
+    target = str(repository) if repository is not None else project.config.publish.repository
     location = parse_storage_uri(target)
     remote = None if location.scheme == "file" else open_storage(target, project.config.storage, project.root)
     repo: Path | str = target

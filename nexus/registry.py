@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from nexus import git_utils
 from nexus.cache import ObjectCache
-from nexus.config import NexusConfig, StorageSettings, load_config, write_config
+from nexus.config import NexusConfig, PublishSettings, StorageSettings, load_config, write_config
 from nexus.errors import (
     AmbiguousVersionError,
     ArtifactNotFoundError,
@@ -35,7 +35,16 @@ from nexus.errors import (
 )
 from nexus.formats import EXTENSIONS, inspect_artifact
 from nexus.hashing import Digest, Progress, hash_file
-from nexus.metadata import META_FILE, HistoryEvent, Metadata, MetadataFile, ModelRecord, ModelVersion, utc_now
+from nexus.metadata import (
+    META_FILE,
+    HistoryEvent,
+    Metadata,
+    MetadataFile,
+    ModelRecord,
+    ModelVersion,
+    Signature,
+    utc_now,
+)
 from nexus.storage import KeyExistsError, Storage, open_storage, parse_storage_uri, split_object_uri
 
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -73,12 +82,16 @@ class RollbackResult:
     to_version: int
 
 
-def init(path: Path | None = None, storage: StorageSettings | None = None) -> Path:
+def init(
+    path: Path | None = None, storage: StorageSettings | None = None, publish: PublishSettings | None = None
+) -> Path:
     """Write `.nexusrc` at the root of the git repository holding ``path``; return its path."""
     root = git_utils.find_root(path)
     settings = storage or StorageSettings()
-    parse_storage_uri(settings.uri)  # validate the URI before writing anything (no network, no credentials)
-    return write_config(root, settings)
+    publish = publish or PublishSettings()
+    for uri in (settings.uri, publish.repository):
+        parse_storage_uri(uri)  # validate before writing anything (no network, no credentials)
+    return write_config(root, settings, publish)
 
 
 class Project:
@@ -113,19 +126,26 @@ class Project:
         *,
         allow_dirty: bool = False,
         commit: bool = False,
+        signature: Signature | None = None,
         progress: Progress | None = None,
     ) -> StoreResult:
         """Upload ``path`` as a new version of ``model_name``, pinned to HEAD, and record it.
 
         The tree must be clean (apart from `.nexus_meta.json`) unless ``allow_dirty``. The object
         goes to `<storage>/<model_name>/<commit>.<ext>` and is never overwritten; the metadata is
-        updated only after the upload is verified.
+        updated only after the upload is verified. A ``signature`` (inputs and outputs, for formats
+        that carry none, like TorchScript) is checked by one forward pass before anything is uploaded.
         """
         validate_model_name(model_name)
         path = Path(path)
         if not path.is_file():
             raise ArtifactNotFoundError(path)
         info = inspect_artifact(path)
+        if signature is not None:
+            from nexus.signature import check_signature
+
+            check_signature(path, info.format, signature, batched=True)
+            info = replace(info, signature=signature)
         dirty = git_utils.dirty_files(self.root, ignore=[META_FILE])
         if dirty and not allow_dirty:
             raise DirtyTreeError(dirty)

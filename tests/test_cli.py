@@ -154,6 +154,8 @@ def test_init_writes_nexusrc_and_refuses_to_overwrite(cli: CliRunner, repo: GitR
         "[storage]",
         'uri = "s3://bucket/models"',
         'region = "eu-west-1"',
+        "[publish]",
+        'repository = ".nexus/model_repository"',
     ]
     again = run(cli, "init", "--storage", "gs://bucket/x")
     assert again.exit_code == 1

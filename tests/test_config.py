@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from helpers import GitRepo
-from nexus.config import StorageSettings, load_config, write_config
+from nexus.config import PublishSettings, StorageSettings, load_config, write_config
 from nexus.errors import ConfigError, CredentialInConfigError
 from nexus.registry import Project, init
 from nexus.storage import open_storage
@@ -108,3 +108,13 @@ def test_relative_folder_store_resolves_against_the_repo_root(repo: GitRepo, tmp
     src.write_bytes(b"abc")
     storage.put_file("m/a.pt", src)
     assert (repo.root / "models-store" / "m" / "a.pt").read_bytes() == b"abc"
+
+
+def test_publish_repository_comes_from_nexusrc_and_environment(tmp_path: Path) -> None:
+    assert load_config(tmp_path, env={}).publish == PublishSettings(".nexus/model_repository")
+    write_rc(tmp_path, '[publish]\nrepository = "s3://bucket/triton"\n')
+    assert load_config(tmp_path, env={}).publish.repository == "s3://bucket/triton"
+    assert load_config(tmp_path, env={"NEXUS_REPOSITORY": "/srv/repo"}).publish.repository == "/srv/repo"
+    write_rc(tmp_path, '[publish]\nrepo = "x"\n')
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['repo'\] in \[publish\]"):
+        load_config(tmp_path, env={})

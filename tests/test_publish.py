@@ -14,6 +14,7 @@ from nexus.errors import VersionNotFoundError
 from nexus.metadata import TensorSpec
 from nexus.publish import PublishError, publish, template_source
 from nexus.registry import Project
+from nexus.signature import ModelLoadError
 from nexus.triton_config import SignatureError, parse_config
 
 TEMPLATE = Path(__file__).parents[1] / "model_repository_templates" / "python_backend" / "model.py"
@@ -45,11 +46,14 @@ def test_publish_writes_config_model_py_and_the_verified_artifact(
     assert result.written
 
 
-def test_default_repository_is_under_dot_nexus(repo: GitRepo, models: dict[str, Path]) -> None:
+def test_default_repository_is_under_dot_nexus_or_as_configured(repo: GitRepo, models: dict[str, Path]) -> None:
     project = Project.open()
     project.store(models["onnx"], "m")
     assert publish(project, "m").repository == repo.root / ".nexus" / "model_repository"
     assert (repo.root / ".nexus/model_repository/m/1/model.onnx").exists()
+    (repo.root / ".nexusrc").write_text('[publish]\nrepository = "serving/repo"\n')
+    assert publish(Project.open(), "m").repository == repo.root / "serving" / "repo"
+    assert (repo.root / "serving/repo/m/config.pbtxt").exists()
 
 
 def test_models_and_versions_live_side_by_side_and_config_follows_the_published_version(
@@ -145,6 +149,29 @@ def test_a_signature_that_does_not_match_the_model_is_refused_and_nothing_writte
     assert tree(out) == before
 
 
+def test_a_model_that_cannot_be_loaded_is_refused_and_nothing_written(
+    repo: GitRepo, models: dict[str, Path], tmp_path: Path
+) -> None:
+    damaged = tmp_path / "damaged.pt"
+    data = bytearray(models["torchscript"].read_bytes())
+    start = data.index(b"code/")  # inside the archive: the zip directory stays readable, a member's CRC breaks
+    data[start + 200 : start + 260] = bytes(60)
+    damaged.write_bytes(bytes(data))
+    project = Project.open()
+    project.store(damaged, "m")
+    out = tmp_path / "repo"
+
+    with pytest.raises(ModelLoadError, match="the torchscript artifact cannot be loaded"):
+        publish(
+            project,
+            "m",
+            repository=out,
+            inputs=[TensorSpec("x", "float32", [-1, 4])],
+            outputs=[TensorSpec("y", "float32", [-1, 3])],
+        )
+    assert not out.exists()
+
+
 def test_unknown_version_is_refused(repo: GitRepo, models: dict[str, Path], tmp_path: Path) -> None:
     project = Project.open()
     project.store(models["onnx"], "m")
@@ -181,3 +208,25 @@ def test_cli_publish_and_dry_run(repo: GitRepo, models: dict[str, Path], tmp_pat
     bad = runner.invoke(app, ["publish", "m", "-r", str(tmp_path / "repo")])
     assert bad.exit_code == 1
     assert bad.stderr.startswith("Error: m v1 is torchscript, which records no input/output signature")
+
+
+def test_store_records_a_given_signature_after_a_forward_pass_and_publish_uses_it(
+    repo: GitRepo, models: dict[str, Path], tmp_path: Path
+) -> None:
+    runner = CliRunner()
+    bad = runner.invoke(
+        app, ["store", str(models["torchscript"]), "m", "--input", "x:float32:5", "--output", "y:float32:3"]
+    )
+    assert bad.exit_code == 1
+    assert "the model fails on inputs x[3, 5]:float32" in bad.stderr
+    assert not (repo.root / ".nexus_meta.json").exists()
+
+    good = runner.invoke(
+        app, ["store", str(models["torchscript"]), "m", "--input", "x:float32:4", "--output", "y:float32:3"]
+    )
+    assert good.exit_code == 0, good.output
+    signature = Project.open().resolve("m").signature
+    assert signature is not None
+    assert [(t.name, t.shape) for t in signature.inputs] == [("x", [-1, 4])]
+    result = publish(Project.open(), "m", repository=tmp_path / "repo")
+    assert [i.name for i in parse_config(result.config_text).input] == ["x"]

@@ -18,9 +18,9 @@ from rich.table import Table
 from nexus import __version__
 from nexus.cli._errors import describe
 from nexus.cli._output import human_size, short_time, stderr, stdout, transfer_progress
-from nexus.config import CONFIG_FILE, StorageSettings
+from nexus.config import CONFIG_FILE, PublishSettings, StorageSettings
 from nexus.errors import ConfigError
-from nexus.metadata import META_FILE, ModelVersion, parse_time
+from nexus.metadata import META_FILE, ModelVersion, Signature, parse_time
 from nexus.registry import Project, init
 
 app = typer.Typer(
@@ -49,6 +49,26 @@ VersionOpt = Annotated[int | None, typer.Option("--version", "-v", help="Version
 CommitOpt = Annotated[str | None, typer.Option("--commit", help="Version stored at this commit (4+ hex digits).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of a table.")]
 GitCommitOpt = Annotated[bool, typer.Option("--commit", help="Commit .nexus_meta.json afterwards.")]
+
+
+InputsOpt = Annotated[
+    list[str] | None,
+    typer.Option("--input", help="NAME:DTYPE:DIMS, dims without the batch (-1: any); repeat per input."),
+]
+OutputsOpt = Annotated[list[str] | None, typer.Option("--output", help="NAME:DTYPE:DIMS; repeat per output.")]
+
+
+def _signature(inputs: list[str] | None, outputs: list[str] | None, batched: bool) -> Signature | None:
+    """The signature given with --input/--output, or None; both or neither must be given."""
+    from nexus.triton_config import SignatureError, parse_tensor_spec
+
+    if not inputs and not outputs:
+        return None
+    if not (inputs and outputs):
+        raise SignatureError("give both --input and --output (one per tensor), or neither")
+    return Signature(
+        inputs=[parse_tensor_spec(t, batched) for t in inputs], outputs=[parse_tensor_spec(t, batched) for t in outputs]
+    )
 
 
 def _handles_errors(fn: F) -> F:
@@ -102,6 +122,9 @@ def init_cmd(
     ] = StorageSettings.uri,
     endpoint_url: Annotated[str | None, typer.Option(help="S3-compatible endpoint (MinIO).")] = None,
     region: Annotated[str | None, typer.Option(help="Bucket region.")] = None,
+    repository: Annotated[
+        str, typer.Option(help="Where `nexus publish` writes the Triton model repository (folder or URI).")
+    ] = PublishSettings.repository,
     force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite an existing .nexusrc.")] = False,
 ) -> None:
     """Write .nexusrc (storage settings, never credentials) at the repository root."""
@@ -111,7 +134,9 @@ def init_cmd(
     existing = git_utils.find_root(target) / CONFIG_FILE
     if existing.exists() and not force:
         raise ConfigError(str(existing), "already exists", "edit it, or pass --force to overwrite it")
-    path = init(target, StorageSettings(uri=storage, endpoint_url=endpoint_url, region=region))
+    path = init(
+        target, StorageSettings(uri=storage, endpoint_url=endpoint_url, region=region), PublishSettings(repository)
+    )
     out = stdout()
     out.print(f"Wrote {path} (storage: {storage})")
     out.print(f"Next: git add {CONFIG_FILE} && git commit -m 'nexus: configure storage'")
@@ -126,12 +151,17 @@ def store(
         bool, typer.Option("--allow-dirty", help="Store even with uncommitted changes (recorded as dirty).")
     ] = False,
     commit: GitCommitOpt = False,
+    inputs: InputsOpt = None,
+    outputs: OutputsOpt = None,
 ) -> None:
     """Upload a model binary pinned to HEAD's commit and record it in .nexus_meta.json."""
     project = _project()
+    signature = _signature(inputs, outputs, batched=True)
     size = path.stat().st_size if path.is_file() else 0
     with transfer_progress(f"store {model_name}", size) as progress:
-        result = project.store(path, model_name, allow_dirty=allow_dirty, commit=commit, progress=progress)
+        result = project.store(
+            path, model_name, allow_dirty=allow_dirty, commit=commit, signature=signature, progress=progress
+        )
     v = result.version
     out = stdout()
     what = f"{v.model_name} v{v.version} (commit {v.short_commit}, {v.format}, {human_size(v.size)})"
@@ -282,8 +312,8 @@ def publish(
     version: VersionOpt = None,
     commit: CommitOpt = None,
     repository: Annotated[
-        Path | None,
-        typer.Option("--repository", "-r", help="Model repository folder (default: .nexus/model_repository)."),
+        str | None,
+        typer.Option("--repository", "-r", help="Folder or s3:// / gs:// URI (default: [publish] in .nexusrc)."),
     ] = None,
     max_batch_size: Annotated[int, typer.Option(help="Largest batch Triton forms.")] = 32,
     max_queue_delay_us: Annotated[int, typer.Option(help="How long a request may wait for a batch to fill.")] = 50_000,
@@ -294,15 +324,13 @@ def publish(
     max_queue_size: Annotated[int, typer.Option(help="Refuse requests beyond this queue length (0: no bound).")] = 0,
     warmup: Annotated[bool, typer.Option("--warmup", help="Run a warm-up batch when the model loads.")] = False,
     torch_threads: Annotated[int, typer.Option(help="torch threads per instance.")] = 1,
-    inputs: Annotated[
-        list[str] | None, typer.Option("--input", help="NAME:DTYPE:DIMS (dims without batch); repeat per input.")
-    ] = None,
-    outputs: Annotated[list[str] | None, typer.Option("--output", help="NAME:DTYPE:DIMS; repeat per output.")] = None,
+    inputs: InputsOpt = None,
+    outputs: OutputsOpt = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the config and files; write nothing.")] = False,
 ) -> None:
     """Render a stored version (latest by default) into a Triton model repository."""
     from nexus.publish import publish as publish_version
-    from nexus.triton_config import ServingOptions, parse_tensor_spec
+    from nexus.triton_config import ServingOptions
 
     options = ServingOptions(
         max_batch_size=max_batch_size,
@@ -315,7 +343,7 @@ def publish(
         warmup=warmup,
         torch_threads=torch_threads,
     )
-    batched = not no_batching
+    signature = _signature(inputs, outputs, batched=not no_batching)
     result = publish_version(
         _project(),
         model_name,
@@ -323,8 +351,8 @@ def publish(
         commit=commit,
         repository=repository,
         options=options,
-        inputs=[parse_tensor_spec(t, batched) for t in inputs or []] or None,
-        outputs=[parse_tensor_spec(t, batched) for t in outputs or []] or None,
+        inputs=signature.inputs if signature else None,
+        outputs=signature.outputs if signature else None,
         dry_run=dry_run,
     )
     out = stdout()
