@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from conftest import GCSServer
 from helpers import GitRepo
 from nexus.cli import app
 from nexus.errors import VersionNotFoundError
@@ -230,3 +231,18 @@ def test_store_records_a_given_signature_after_a_forward_pass_and_publish_uses_i
     assert [(t.name, t.shape) for t in signature.inputs] == [("x", [-1, 4])]
     result = publish(Project.open(), "m", repository=tmp_path / "repo")
     assert [i.name for i in parse_config(result.config_text).input] == ["x"]
+
+
+def test_publish_to_a_gcs_bucket_uploads_the_same_layout(
+    repo: GitRepo, models: dict[str, Path], gcs_server: GCSServer, gcs_bucket: str
+) -> None:
+    project = Project.open()
+    project.store(models["onnx"], "m")
+
+    result = publish(project, "m", repository=f"gs://{gcs_bucket}/triton")
+
+    blobs = {b.name: b for b in gcs_server.client().list_blobs(gcs_bucket)}
+    assert sorted(blobs) == ["triton/m/1/model.onnx", "triton/m/1/model.py", "triton/m/config.pbtxt"]
+    assert blobs["triton/m/1/model.onnx"].download_as_bytes() == models["onnx"].read_bytes()
+    assert parse_config(blobs["triton/m/config.pbtxt"].download_as_bytes().decode()) == parse_config(result.config_text)
+    assert result.triton_repository == f"gs://{gcs_bucket}/triton"

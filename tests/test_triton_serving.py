@@ -23,6 +23,7 @@ from helpers import GitRepo, free_port, make_onnx, make_torch_export, make_torch
 from nexus.metadata import TensorSpec
 from nexus.publish import publish
 from nexus.registry import Project
+from nexus.triton_config import ServingOptions
 from nexus.triton_server import TritonServer
 from test_backend_model import TokenPooler, TwoInTwoOut
 
@@ -89,7 +90,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         outputs=[spec("y", "float32", [-1, 3])],
     )
     publish(project, "exp", repository=repository)
-    publish(project, "onx", repository=repository)
+    publish(project, "onx", repository=repository, options=ServingOptions(warmup=True, max_queue_size=64))
     publish(
         project,
         "two",
@@ -246,3 +247,14 @@ def test_publish_to_s3_and_triton_serves_the_bucket(
         np.testing.assert_allclose(
             from_s3.infer("exp", {"input": x})["linear_1"], served.infer("exp", {"input": x})["linear_1"]
         )
+
+
+def test_triton_accepts_warmup_and_a_bounded_queue(served: Served) -> None:
+    # Triton runs model_warmup while it loads the model and fails the load if the warm-up fails:
+    # a READY model with this config has answered a full batch of zeros through model.py.
+    with urllib.request.urlopen(f"{served.server.url}/v2/models/onx/config", timeout=10) as r:
+        config = json.loads(r.read())
+    assert config["model_warmup"][0]["batch_size"] == 32
+    assert config["dynamic_batching"]["default_queue_policy"]["max_queue_size"] == 64
+    with urllib.request.urlopen(f"{served.server.url}/v2/models/onx/ready", timeout=10) as r:
+        assert r.status == 200
