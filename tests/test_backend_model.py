@@ -213,13 +213,21 @@ def test_int64_token_inputs_and_bool_masks(backend_module: ModuleType, tmp_path:
     torch.testing.assert_close(torch.cat([r.output("pooled") for r in responses]), expected)
 
 
-def test_bfloat16_crosses_through_dlpack(backend_module: ModuleType, tmp_path: Path) -> None:
+BF16_SIG = Signature([TensorSpec("x", "bfloat16", [-1, 4])], [TensorSpec("y", "bfloat16", [-1, 2])])
+
+
+def bf16_linear(folder: Path) -> tuple[torch.nn.Module, Path]:
+    """A bfloat16 Linear(4, 2) and its TorchScript file."""
     torch.manual_seed(0)
     linear = torch.nn.Linear(4, 2).to(torch.bfloat16).eval()
-    path = tmp_path / "bf16.pt"
+    path = folder / "bf16.pt"
     torch.jit.script(linear).save(str(path))
-    signature = Signature([TensorSpec("x", "bfloat16", [-1, 4])], [TensorSpec("y", "bfloat16", [-1, 2])])
-    model = load_instance(backend_module, tmp_path, path, "torchscript", signature)
+    return linear, path
+
+
+def test_bfloat16_crosses_through_dlpack(backend_module: ModuleType, tmp_path: Path) -> None:
+    linear, path = bf16_linear(tmp_path)
+    model = load_instance(backend_module, tmp_path, path, "torchscript", BF16_SIG)
     x = torch.randn(2, 4).to(torch.bfloat16)
 
     (response,) = model.execute([pb.InferenceRequest(x=x)])
@@ -310,12 +318,8 @@ def test_gpu_instance_runs_on_cuda_and_takes_gpu_tensors_without_copies(
 @needs_cuda
 @pytest.mark.gpu
 def test_gpu_instance_takes_cpu_tensors_and_bf16(backend_module: ModuleType, tmp_path: Path) -> None:
-    torch.manual_seed(0)
-    linear = torch.nn.Linear(4, 2).to(torch.bfloat16).eval()
-    path = tmp_path / "bf16.pt"
-    torch.jit.script(linear).save(str(path))
-    signature = Signature([TensorSpec("x", "bfloat16", [-1, 4])], [TensorSpec("y", "bfloat16", [-1, 2])])
-    model = load_on_gpu(backend_module, tmp_path, path, "torchscript", signature)
+    linear, path = bf16_linear(tmp_path)
+    model = load_on_gpu(backend_module, tmp_path, path, "torchscript", BF16_SIG)
     x = torch.randn(3, 4).to(torch.bfloat16)
 
     (response,) = model.execute([pb.InferenceRequest(x=x)])
