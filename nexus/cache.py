@@ -16,6 +16,7 @@ dropped and downloaded anew.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from nexus.atomic import temporary_sibling
@@ -49,8 +50,19 @@ class ObjectCache:
         except FileNotFoundError:
             return False
 
-    def fetch(self, storage: Storage, key: str, sha256: str, size: int, progress: Progress | None = None) -> Path:
+    def fetch(
+        self,
+        storage: Storage | Callable[[], Storage],
+        key: str,
+        sha256: str,
+        size: int,
+        progress: Progress | None = None,
+    ) -> Path:
         """Download ``key`` into the cache unless it is there; return the cached file.
+
+        Args:
+            storage: the backend, or a function that opens it (called only on a cache miss, so a
+                hit costs no client set-up).
 
         Raises:
             IntegrityError: the downloaded bytes do not match ``sha256`` and ``size``; nothing is kept.
@@ -58,6 +70,8 @@ class ObjectCache:
         dest = self.path(sha256)
         if self.has(sha256, size):
             return dest
+        if not isinstance(storage, Storage):
+            storage = storage()
         with temporary_sibling(dest) as (tmp, f):
             got = storage.download(key, f, progress)
             _verify(storage.uri(key), sha256, size, got)

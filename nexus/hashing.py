@@ -166,11 +166,13 @@ def kernel_copy(src_fd: int, dst_fd: int, size: int) -> None:
         copied += n
 
 
-def copy_file_and_hash(src: Path, dst: BinaryIO, progress: Progress | None = None) -> Digest:
+def copy_file_and_hash(src: Path, dst: BinaryIO, progress: Progress | None = None, *, fsync: bool = False) -> Digest:
     """Copy the file ``src`` into the open file ``dst`` and return the digest of ``src``.
 
     The kernel copies while this thread hashes the source; afterwards the source's size and
-    modification time must be unchanged, else :class:`SourceChangedError` is raised.
+    modification time must be unchanged, else :class:`SourceChangedError` is raised. With
+    ``fsync``, the copying thread flushes ``dst`` to disk as soon as it is done, overlapping the
+    disk write with the rest of the hashing.
     """
     with open(src, "rb") as f:
         before = os.fstat(f.fileno())
@@ -179,6 +181,8 @@ def copy_file_and_hash(src: Path, dst: BinaryIO, progress: Progress | None = Non
         def copy() -> None:
             try:
                 kernel_copy(f.fileno(), dst.fileno(), before.st_size)
+                if fsync:
+                    os.fsync(dst.fileno())
             except BaseException as e:  # noqa: BLE001 - handed to the hashing thread and re-raised there
                 failure.append(e)
 

@@ -115,8 +115,7 @@ def publish(
         f"{model_name}/{CONFIG}",
     ]
 
-    storage, key = project._storage_of(v)
-    cached = project.cache.fetch(storage, key, v.sha256, v.size)
+    cached = project.cached_artifact(v)
     check_signature(cached, v.format, signature, options.batching)
     triton_path = str(repo) if remote is None else triton_repository_path(target, project.config.storage)
     if dry_run:

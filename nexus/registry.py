@@ -286,9 +286,8 @@ class Project:
         if target.exists() and not force:
             raise OutputExistsError(target)
         from_cache = self.cache.has(v.sha256, v.size)
-        storage, key = self._storage_of(v)
         for attempt in (1, 2):
-            self.cache.fetch(storage, key, v.sha256, v.size, None if from_cache else progress)
+            self.cached_artifact(v, None if from_cache else progress)
             try:
                 # a fresh download was verified on its way into the cache; a cache hit is verified now
                 self.cache.copy_out(v.sha256, v.size, target, progress if from_cache else None, verify=from_cache)
@@ -298,6 +297,16 @@ class Project:
                     raise
                 from_cache = False  # the cached copy was damaged and has been dropped: download again
         return LoadResult(v, target, from_cache)
+
+    def cached_artifact(self, version: ModelVersion, progress: Progress | None = None) -> Path:
+        """The version's binary in the verified cache, downloaded (and checked) first if need be.
+
+        The file belongs to the cache: read it, never change it.
+        """
+        base, key = split_object_uri(version.storage_uri)
+        return self.cache.fetch(
+            lambda: open_storage(base, self.config.storage, self.root), key, version.sha256, version.size, progress
+        )
 
     # -- rollback ---------------------------------------------------------------------------
 

@@ -354,3 +354,18 @@ def test_a_file_that_changes_while_it_is_stored_locally_is_refused(
         Project.open().store(model, "m", progress=keep_training)
     assert [p for p in store.rglob("*") if p.is_file()] == []
     assert not (repo.root / META_FILE).exists()
+
+
+def test_a_cache_hit_never_opens_storage(
+    repo: GitRepo, backend: Backend, models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project = Project.open()
+    project.store(models["torchscript"], "m")
+    project.load("m", output=tmp_path / "a.pt")
+
+    def unreachable(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a cache hit must not open the storage backend")
+
+    monkeypatch.setattr("nexus.registry.open_storage", unreachable)
+    assert project.load("m", output=tmp_path / "b.pt").from_cache
+    assert sha(tmp_path / "b.pt") == sha(models["torchscript"])

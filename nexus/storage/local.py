@@ -39,9 +39,7 @@ class LocalStorage(Storage):
             raise KeyExistsError(self.uri(key))
         try:
             with temporary_sibling(dest) as (tmp, out):
-                digest = copy_file_and_hash(path, out, progress)
-                out.flush()
-                os.fsync(out.fileno())
+                digest = copy_file_and_hash(path, out, progress, fsync=True)
                 if overwrite:
                     tmp.replace(dest)
                 else:
