@@ -206,6 +206,10 @@ def test_cli_publish_and_dry_run(repo: GitRepo, models: dict[str, Path], tmp_pat
     config = parse_config((tmp_path / "repo/m/config.pbtxt").read_text())
     assert config.instance_group[0].count == 2
 
+    older = runner.invoke(app, [*args, "--version", "1"])
+    assert older.exit_code == 0
+    assert "Note:" not in older.stderr  # v1 is the latest
+
     bad = runner.invoke(app, ["publish", "m", "-r", str(tmp_path / "repo")])
     assert bad.exit_code == 1
     assert bad.stderr.startswith("Error: m v1 is torchscript, which records no input/output signature")
@@ -246,3 +250,18 @@ def test_publish_to_a_gcs_bucket_uploads_the_same_layout(
     assert blobs["triton/m/1/model.onnx"].download_as_bytes() == models["onnx"].read_bytes()
     assert parse_config(blobs["triton/m/config.pbtxt"].download_as_bytes().decode()) == parse_config(result.config_text)
     assert result.triton_repository == f"gs://{gcs_bucket}/triton"
+
+
+def test_cli_says_when_the_published_version_is_not_the_latest(
+    repo: GitRepo, models: dict[str, Path], tmp_path: Path
+) -> None:
+    project = Project.open()
+    project.store(models["onnx"], "m")
+    repo.gen({"train.py": "v2\n"}, commit="v2")
+    project.store(models["torch_export"], "m")
+
+    result = CliRunner().invoke(app, ["publish", "m", "--version", "1", "-r", str(tmp_path / "repo")])
+
+    assert result.exit_code == 0, result.output
+    assert "Note: v1 is not the latest version in .nexus_meta.json, but the config serves it." in result.stderr
+    assert "nexus rollback m --to 1" in result.stderr

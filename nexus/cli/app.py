@@ -364,6 +364,11 @@ def publish(
         out.print(f"Published {model_name} v{v.version} (commit {v.short_commit}, {v.format}) to {result.repository}")
     for name in result.files:
         out.print(f"  {name}")
+    if not v.is_latest:
+        stderr().print(
+            f"[yellow]Note:[/] v{v.version} is not the latest version in .nexus_meta.json, but the config "
+            f"serves it. To make it latest: nexus rollback {model_name} --to {v.version}"
+        )
 
 
 @app.command(hidden=True)
