@@ -150,10 +150,10 @@ class Project:
         if dirty and not allow_dirty:
             raise DirtyTreeError(dirty)
         commit_hash = git_utils.head_commit(self.root)
-        duplicate = self._same_bytes_stored(model_name, path)
+        storage = self.storage()
+        duplicate = self._same_bytes_stored(model_name, path, storage)
         if duplicate is not None:
             return StoreResult(duplicate, "unchanged")
-        storage = self.storage()
         self._keep_private_dir_untracked()
         key = f"{model_name}/{commit_hash}.{info.extension}"
         uri = storage.uri(key)
@@ -198,18 +198,21 @@ class Project:
             return StoreResult(v, result.action, git_utils.commit_paths(self.root, [META_FILE], message))
         return result
 
-    def _same_bytes_stored(self, model_name: str, path: Path) -> ModelVersion | None:
-        """An existing version of the model with exactly these bytes, whatever its commit.
+    def _same_bytes_stored(self, model_name: str, path: Path, storage: Storage) -> ModelVersion | None:
+        """A version of the model in this store with exactly these bytes, whatever its commit.
 
-        Storing it again would only add a duplicate (for example after `--commit` moved HEAD). The
-        file is hashed first only when some version has the same size.
+        Storing it again would only add a duplicate (for example after `--commit` moved HEAD). A copy
+        in another store does not count: after a move to a new store, a store puts the bytes there.
+        The file is hashed first only when such a version has the same size.
         """
         record = self.metadata.read().models.get(model_name)
         size = path.stat().st_size
-        if record is None or not any(v.size == size for v in record.versions):
+        prefix = storage.uri("")
+        here = [v for v in (record.versions if record else []) if v.storage_uri.startswith(prefix) and v.size == size]
+        if not here:
             return None
         digest = hash_file(path)
-        return next((v for v in reversed(record.versions) if (v.sha256, v.size) == (digest.sha256, size)), None)
+        return next((v for v in reversed(here) if v.sha256 == digest.sha256), None)
 
     def _keep_private_dir_untracked(self) -> None:
         """`.nexus/` holds the default local store and other per-machine state: keep it out of git."""

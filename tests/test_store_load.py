@@ -369,3 +369,19 @@ def test_a_cache_hit_never_opens_storage(
     monkeypatch.setattr("nexus.registry.open_storage", unreachable)
     assert project.load("m", output=tmp_path / "b.pt").from_cache
     assert sha(tmp_path / "b.pt") == sha(models["torchscript"])
+
+
+def test_after_moving_to_another_store_the_same_bytes_are_stored_there(
+    repo: GitRepo, models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NEXUS_STORAGE", str(tmp_path / "old-store"))
+    Project.open().store(models["torchscript"], "m")
+    monkeypatch.setenv("NEXUS_STORAGE", str(tmp_path / "new-store"))
+
+    moved = Project.open().store(models["torchscript"], "m")
+
+    assert moved.action == "stored"
+    assert moved.version.version == 2
+    assert moved.version.storage_uri == f"{tmp_path / 'new-store'}/m/{repo.head}.pt"
+    assert (tmp_path / "new-store" / "m" / f"{repo.head}.pt").read_bytes() == models["torchscript"].read_bytes()
+    assert Project.open().store(models["torchscript"], "m").action == "unchanged"

@@ -8,6 +8,7 @@ Stored files are read-only.
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -57,9 +58,11 @@ class LocalStorage(Storage):
         return digest
 
     def download(self, key: str, out: Writable, progress: Progress | None = None) -> Digest:
-        try:
-            src = open(self._path(key), "rb")  # noqa: SIM115 - closed below
-        except FileNotFoundError:
-            raise ObjectMissingError(self.uri(key)) from None
-        with src:
+        path = self._path(key)
+        if not path.is_file():
+            raise ObjectMissingError(self.uri(key))
+        if isinstance(out, io.BufferedWriter | io.FileIO):  # a real file: copy in the kernel, hash alongside
+            out.flush()
+            return copy_file_and_hash(path, out, progress)
+        with open(path, "rb") as src:
             return copy_and_hash(src, out, progress)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import hashlib
 import threading
 from collections.abc import Iterator
@@ -55,6 +56,22 @@ _DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "Expir
 _TAKEN = {"PreconditionFailed", "412", "ConditionalRequestConflict"}
 
 
+@functools.lru_cache(maxsize=8)
+def _client(endpoint_url: str | None, region: str | None) -> S3Client:
+    """One client per endpoint and region for the life of the process: clients are thread-safe, and
+    building one (a session, credentials, endpoint rules) costs about 60 ms."""
+    config = botocore.config.Config(
+        retries={"max_attempts": 4, "mode": "standard"},
+        connect_timeout=10,
+        read_timeout=120,
+        max_pool_connections=CONCURRENCY + 2,
+    )
+    client: S3Client = boto3.session.Session().client(
+        "s3", endpoint_url=endpoint_url, region_name=region, config=config
+    )
+    return client
+
+
 class S3Storage(Storage):
     scheme = "s3"
 
@@ -63,15 +80,7 @@ class S3Storage(Storage):
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.endpoint_url = endpoint_url
-        config = botocore.config.Config(
-            retries={"max_attempts": 4, "mode": "standard"},
-            connect_timeout=10,
-            read_timeout=120,
-            max_pool_connections=CONCURRENCY + 2,
-        )
-        self.client: S3Client = boto3.session.Session().client(
-            "s3", endpoint_url=endpoint_url, region_name=region, config=config
-        )
+        self.client = _client(endpoint_url, region)
         self._bucket_checked = False
 
     def _key(self, key: str) -> str:
