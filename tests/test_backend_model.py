@@ -194,15 +194,23 @@ def test_two_inputs_two_outputs_with_mixed_dtypes(backend_module: ModuleType, tm
         torch.testing.assert_close(r.output("plus_one"), expected_plus)
 
 
-def test_int64_token_inputs_and_bool_masks(backend_module: ModuleType, tmp_path: Path) -> None:
+TOKEN_SIG = Signature(
+    [TensorSpec("ids", "int64", [-1, -1]), TensorSpec("mask", "bool", [-1, -1])],
+    [TensorSpec("pooled", "float32", [-1, 8])],
+)
+
+
+def token_pooler(folder: Path) -> tuple[TokenPooler, Path]:
+    """The token-pooling model and its TorchScript file."""
     pooler = TokenPooler().eval()
-    path = tmp_path / "tok.pt"
+    path = folder / "tok.pt"
     torch.jit.script(pooler).save(str(path))
-    signature = Signature(
-        [TensorSpec("ids", "int64", [-1, -1]), TensorSpec("mask", "bool", [-1, -1])],
-        [TensorSpec("pooled", "float32", [-1, 8])],
-    )
-    model = load_instance(backend_module, tmp_path, path, "torchscript", signature)
+    return pooler, path
+
+
+def test_int64_token_inputs_and_bool_masks(backend_module: ModuleType, tmp_path: Path) -> None:
+    pooler, path = token_pooler(tmp_path)
+    model = load_instance(backend_module, tmp_path, path, "torchscript", TOKEN_SIG)
     ids = np.random.default_rng(0).integers(0, 100, (3, 5))
     mask = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]], dtype=bool)
 
@@ -253,14 +261,8 @@ def test_without_batching_each_request_runs_on_its_own(backend_module: ModuleTyp
 
 
 def test_a_request_whose_values_break_the_model_fails_alone(backend_module: ModuleType, tmp_path: Path) -> None:
-    pooler = TokenPooler().eval()
-    path = tmp_path / "tok.pt"
-    torch.jit.script(pooler).save(str(path))
-    signature = Signature(
-        [TensorSpec("ids", "int64", [-1, -1]), TensorSpec("mask", "bool", [-1, -1])],
-        [TensorSpec("pooled", "float32", [-1, 8])],
-    )
-    model = load_instance(backend_module, tmp_path, path, "torchscript", signature)
+    pooler, path = token_pooler(tmp_path)
+    model = load_instance(backend_module, tmp_path, path, "torchscript", TOKEN_SIG)
     passes = count_forward_passes(model)
     ids = [np.array([[1, 2]]), np.array([[1000, 2]]), np.array([[3, 4]])]  # 1000 is outside the vocabulary
     mask = np.ones((1, 2), dtype=bool)

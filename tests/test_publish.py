@@ -18,6 +18,12 @@ from nexus.registry import Project
 from nexus.signature import ModelLoadError
 from nexus.triton_config import SignatureError, parse_config
 
+#: --input/--output for the TorchScript MLP of helpers.make_torchscript, which records no signature
+MLP_SIGNATURE: dict[str, list[TensorSpec]] = {
+    "inputs": [TensorSpec("x", "float32", [-1, 4])],
+    "outputs": [TensorSpec("y", "float32", [-1, 3])],
+}
+
 TEMPLATE = Path(__file__).parents[1] / "model_repository_templates" / "python_backend" / "model.py"
 
 
@@ -140,8 +146,7 @@ def test_a_signature_that_does_not_match_the_model_is_refused_and_nothing_writte
         project,
         "m",
         repository=out,
-        inputs=[TensorSpec("x", "float32", [-1, 4])],
-        outputs=[TensorSpec("y", "float32", [-1, 3])],
+        **MLP_SIGNATURE,
     )
     before = tree(out)
 
@@ -167,8 +172,7 @@ def test_a_model_that_cannot_be_loaded_is_refused_and_nothing_written(
             project,
             "m",
             repository=out,
-            inputs=[TensorSpec("x", "float32", [-1, 4])],
-            outputs=[TensorSpec("y", "float32", [-1, 3])],
+            **MLP_SIGNATURE,
         )
     assert not out.exists()
 
