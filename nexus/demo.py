@@ -123,7 +123,7 @@ def run_demo(workdir: Path) -> None:
     _run(["git", "log", "--oneline"], repo)
 
     console.print(Rule("done"))
-    console.print(f"The demo repository was {repo}; its store {repo / '.nexus' / 'storage'}.")
+    console.print(f"The demo repository was {repo}, with its store in {repo / '.nexus' / 'storage'}.")
 
 
 def main(argv: list[str] | None = None) -> None:
