@@ -109,9 +109,11 @@ def _tensor(spec: TensorSpec, batched: bool) -> dict[str, Any]:
                 "batch dimension, or publish with --no-batching"
             )
         dims = dims[1:]
+    tensor: dict[str, Any] = {"name": spec.name, "data_type": TRITON_DTYPES[spec.dtype], "dims": dims}
     if not dims:
-        dims = [1]  # Triton needs at least one dimension
-    return {"name": spec.name, "data_type": TRITON_DTYPES[spec.dtype], "dims": dims}
+        # one value per sample: Triton needs a dimension, and `reshape: []` says the model has none
+        tensor.update(dims=[1], reshape={"shape": []})
+    return tensor
 
 
 def render_config(
@@ -174,3 +176,40 @@ def config_to_text(config: Any) -> str:
 def parse_config(text: str) -> Any:
     """Parse `config.pbtxt` text into a `ModelConfig` (raises on anything Triton's parser would reject)."""
     return text_format.Parse(text, ModelConfig())
+
+
+_DTYPE_NAMES = {triton: name for name, triton in TRITON_DTYPES.items()}
+_KIND_NAMES = {triton: name for name, triton in KINDS.items()}
+
+
+def read_serving(config: Any) -> tuple[ServingOptions, Signature]:
+    """The options and signature a rendered config was made from: the inverse of :func:`render_config`.
+
+    Re-publishing another version with them keeps a model's serving choices (batch size, queue,
+    instances, ...) as the user last set them.
+    """
+    batched = config.max_batch_size > 0
+    batching = config.dynamic_batching
+    group = config.instance_group[0] if config.instance_group else None
+    params = {key: value.string_value for key, value in config.parameters.items()}
+    options = ServingOptions(
+        max_batch_size=config.max_batch_size if batched else ServingOptions.max_batch_size,
+        max_queue_delay_us=batching.max_queue_delay_microseconds if batched else ServingOptions.max_queue_delay_us,
+        batching=batched,
+        instances=group.count if group and group.count else 1,
+        kind=_KIND_NAMES[model_config_pb2.ModelInstanceGroup.Kind.Name(group.kind)] if group else "auto",
+        priority_levels=batching.priority_levels,
+        max_queue_size=batching.default_queue_policy.max_queue_size,
+        warmup=bool(config.model_warmup),
+        torch_threads=int(params.get(PARAM_TORCH_THREADS, "1") or 1),
+    )
+
+    def spec(tensor: Any) -> TensorSpec:
+        dims = [] if tensor.HasField("reshape") and not tensor.reshape.shape else list(tensor.dims)
+        return TensorSpec(
+            name=tensor.name,
+            dtype=_DTYPE_NAMES[model_config_pb2.DataType.Name(tensor.data_type)],
+            shape=[-1, *dims] if batched else dims,
+        )
+
+    return options, Signature(inputs=[spec(t) for t in config.input], outputs=[spec(t) for t in config.output])

@@ -11,6 +11,7 @@ from nexus.triton_config import (
     config_to_text,
     parse_config,
     parse_tensor_spec,
+    read_serving,
     render_config,
 )
 
@@ -150,3 +151,22 @@ def test_tensor_specs_from_the_command_line() -> None:
         parse_tensor_spec("x-float32")
     with pytest.raises(SignatureError, match="unknown dtype 'float'"):
         parse_tensor_spec("x:float:4")
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        ServingOptions(),
+        ServingOptions(max_batch_size=8, max_queue_delay_us=0, instances=2, kind="cpu", priority_levels=2),
+        ServingOptions(max_queue_size=64, warmup=True, torch_threads=3, kind="gpu"),
+    ],
+)
+def test_read_serving_recovers_the_options_and_signature_a_config_was_rendered_from(options: ServingOptions) -> None:
+    config = rendered(options)
+    assert read_serving(config) == (options, SIG)
+
+
+def test_read_serving_without_batching() -> None:
+    sig = Signature([TensorSpec("x", "float32", [1, 4])], [TensorSpec("y", "float32", [1, 3])])
+    options = ServingOptions(batching=False)
+    assert read_serving(rendered(options, sig)) == (options, sig)

@@ -30,6 +30,13 @@ from test_backend_model import TokenPooler, TwoInTwoOut
 pytestmark = pytest.mark.slow
 
 
+class RowSum(torch.nn.Module):
+    """One value per sample: the output has no dimension besides the batch."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.sum(dim=1)
+
+
 @dataclass
 class Served:
     server: TritonServer
@@ -75,6 +82,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         "two": files / "two.pt",
         "tok": files / "tok.pt",
     }
+    artifacts["sum"] = files / "sum.pt"
+    torch.jit.script(RowSum()).save(str(artifacts["sum"]))
     torch.jit.script(TwoInTwoOut()).save(str(artifacts["two"]))
     torch.jit.script(TokenPooler().eval()).save(str(artifacts["tok"]))
     project = Project.open(repo.root, env={})
@@ -90,6 +99,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         outputs=[spec("y", "float32", [-1, 3])],
     )
     publish(project, "exp", repository=repository)
+    publish(project, "sum", repository=repository, inputs=[spec("x", "float32", [-1, 4])],
+            outputs=[spec("total", "float32", [-1])])  # fmt: skip
     publish(project, "onx", repository=repository, options=ServingOptions(warmup=True, max_queue_size=64))
     publish(
         project,
@@ -258,3 +269,12 @@ def test_triton_accepts_warmup_and_a_bounded_queue(served: Served) -> None:
     assert config["dynamic_batching"]["default_queue_policy"]["max_queue_size"] == 64
     with urllib.request.urlopen(f"{served.server.url}/v2/models/onx/ready", timeout=10) as r:
         assert r.status == 200
+
+
+def test_an_output_with_one_value_per_sample_is_served_as_batch_by_one(served: Served) -> None:
+    # Triton needs a dimension per tensor: the config says dims [1] with `reshape: []`, so the model
+    # returns [batch] and clients receive [batch, 1]
+    x = np.random.default_rng(5).standard_normal((3, 4)).astype(np.float32)
+    total = served.infer("sum", {"x": x})["total"]
+    assert total.shape == (3, 1)
+    np.testing.assert_allclose(total[:, 0], x.sum(axis=1), rtol=1e-5)
