@@ -152,6 +152,10 @@ class TritonServer:
                 preexec_fn=_die_with_parent,
             )
 
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
     def is_alive(self) -> bool:
         return self._process is not None and self._process.poll() is None
 

@@ -371,6 +371,84 @@ def publish(
         )
 
 
+@app.command()
+@_handles_errors
+def serve(
+    repository: Annotated[
+        str | None, typer.Option("--repository", "-r", help="Repository folder (default: [publish] in .nexusrc).")
+    ] = None,
+    http_port: Annotated[int, typer.Option(help="KServe v2 HTTP port.")] = 8000,
+    grpc_port: Annotated[int, typer.Option(help="KServe v2 gRPC port.")] = 8001,
+    metrics_port: Annotated[int, typer.Option(help="Prometheus metrics port.")] = 8002,
+    host: Annotated[str, typer.Option(help="Address to bind; 0.0.0.0 exposes the server to the network.")] = (
+        "127.0.0.1"
+    ),
+    no_publish: Annotated[
+        bool, typer.Option("--no-publish", help="Serve the repository as it is; publish nothing first.")
+    ] = False,
+    tritonserver: Annotated[
+        Path | None, typer.Option(help="A tritonserver binary (default: the one in nvidia-pytriton).")
+    ] = None,
+    log_file: Annotated[Path | None, typer.Option(help="Triton's log (default: .nexus/triton.log).")] = None,
+) -> None:
+    """Publish each model's latest version, run Triton on the repository, and stop it on Ctrl-C."""
+    import signal
+    import time
+
+    from nexus.serve import check_ports, loaded_models, local_repository, sync_latest
+    from nexus.triton_server import TritonError, TritonServer
+
+    project = _project()
+    folder = local_repository(project, repository)
+    out, err = stdout(), stderr()
+    if not no_publish:
+        synced = sync_latest(project, folder)
+        for r in synced.published:
+            out.print(f"Published {r.model_name} v{r.version.version} (commit {r.version.short_commit})")
+        for name, reason in synced.skipped:
+            err.print(f"[yellow]Skipped[/] {name}: {escape(reason)}")
+    folder.mkdir(parents=True, exist_ok=True)
+    check_ports(host, {"--http-port": http_port, "--grpc-port": grpc_port, "--metrics-port": metrics_port})
+    log = log_file or project.root / ".nexus" / "triton.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    server = TritonServer(
+        repository=str(folder),
+        http_port=http_port,
+        grpc_port=grpc_port,
+        metrics_port=metrics_port,
+        host=host,
+        log_file=log,
+        binary=tritonserver,
+    )
+
+    def terminate(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, terminate)
+    server.start()
+    try:
+        server.wait_ready(timeout=300)
+        table = Table(box=None, header_style="bold")
+        for column in ("model", "version", "state"):
+            table.add_column(column)
+        for model in loaded_models(server):
+            table.add_row(model["name"], str(model.get("version", "")), model.get("state", ""))
+        out.print(table)
+        out.print(f"HTTP    {server.url}  (KServe v2: POST {server.url}/v2/models/MODEL/infer)")
+        out.print(f"gRPC    {host}:{grpc_port}")
+        out.print(f"metrics http://{host}:{metrics_port}/metrics")
+        out.print(f"Triton log: {log}")
+        out.print(f"Ready: tritonserver pid {server.pid}. Press Ctrl-C to stop.")
+        while server.is_alive():
+            time.sleep(0.5)
+        raise TritonError(f"tritonserver exited unexpectedly:\n{server.errors()}")
+    except KeyboardInterrupt:
+        out.print("Stopping Triton...")
+    finally:
+        server.stop()
+    out.print("Triton stopped.")
+
+
 @app.command(hidden=True)
 def demo(
     folder: Annotated[

@@ -1,0 +1,146 @@
+"""`nexus serve` as a user runs it: a subprocess on free ports, Ctrl-C, a killed parent, a busy port."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import GitRepo, free_port
+from nexus.publish import publish
+from nexus.registry import Project
+from nexus.serve import sync_latest
+from nexus.triton_config import ServingOptions, parse_config
+
+pytestmark = pytest.mark.slow
+
+
+def start_serve(repo: GitRepo, *args: str) -> tuple[subprocess.Popen[str], dict[str, int]]:
+    ports = {"http": free_port(), "grpc": free_port(), "metrics": free_port()}
+    exe = Path(sys.executable).with_name("nexus")
+    process = subprocess.Popen(
+        [str(exe), "serve", "--http-port", str(ports["http"]), "--grpc-port", str(ports["grpc"]),
+         "--metrics-port", str(ports["metrics"]), *args],
+        cwd=repo.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    return process, ports
+
+
+def wait_for_ready(process: subprocess.Popen[str], timeout: float = 180) -> tuple[list[str], int]:
+    """Read `nexus serve`'s output until its Ready line; return the lines and Triton's pid."""
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout
+    assert process.stdout is not None
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            raise AssertionError(
+                f"nexus serve ended early:\n{''.join(lines)}\n{process.stderr.read() if process.stderr else ''}"
+            )
+        lines.append(line)
+        if line.startswith("Ready: tritonserver pid "):
+            return lines, int(line.split("pid ")[1].split(".")[0])
+    raise AssertionError(f"nexus serve was not ready in {timeout}s:\n{''.join(lines)}")
+
+
+def gone(pid: int, timeout: float = 30) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_serve_publishes_latest_serves_it_and_stops_cleanly_on_ctrl_c(repo: GitRepo, models: dict[str, Path]) -> None:
+    Project.open().store(models["torch_export"], "m")
+    process, ports = start_serve(repo)
+    try:
+        lines, triton_pid = wait_for_ready(process)
+        text = "".join(lines)
+        assert f"Published m v1 (commit {repo.head[:8]})" in text
+        assert [line.split() for line in lines if line.split()[:1] == ["m"]] == [["m", "1", "READY"]]
+        assert f"HTTP    http://127.0.0.1:{ports['http']}" in text
+
+        x = np.random.default_rng(0).standard_normal((2, 4)).astype(np.float32)
+        body = {"inputs": [{"name": "input", "shape": [2, 4], "datatype": "FP32", "data": x.flatten().tolist()}]}
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{ports['http']}/v2/models/m/infer", data=json.dumps(body).encode()
+        )
+        with urllib.request.urlopen(request, timeout=30) as r:
+            output = json.loads(r.read())["outputs"][0]
+        with torch.inference_mode():
+            expected = torch.export.load(str(models["torch_export"])).module()(torch.from_numpy(x))
+        torch.testing.assert_close(torch.tensor(output["data"]).reshape(output["shape"]).float(), expected)
+
+        process.send_signal(signal.SIGINT)
+        out, _ = process.communicate(timeout=60)
+        assert process.returncode == 0
+        assert "Triton stopped." in out
+        assert gone(triton_pid), "tritonserver outlived nexus serve"
+    finally:
+        process.kill()
+
+
+def test_triton_dies_with_a_killed_nexus_serve(repo: GitRepo, models: dict[str, Path]) -> None:
+    process, _ = start_serve(repo, "--no-publish")
+    try:
+        _, triton_pid = wait_for_ready(process)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+        assert gone(triton_pid), "tritonserver outlived its killed parent"
+    finally:
+        process.kill()
+
+
+def test_a_busy_port_is_a_one_line_error(repo: GitRepo) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        exe = Path(sys.executable).with_name("nexus")
+        result = subprocess.run(
+            [str(exe), "serve", "--http-port", str(port)], cwd=repo.root, capture_output=True, text=True, timeout=120
+        )
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"Error: port {port} on 127.0.0.1 is in use (another Triton or nexus serve?); stop it or pass --http-port PORT"
+    )
+
+
+def test_sync_keeps_the_serving_options_of_an_earlier_publish(
+    repo: GitRepo, models: dict[str, Path], tmp_path: Path
+) -> None:
+    project = Project.open()
+    project.store(models["torch_export"], "m")
+    out = tmp_path / "repo"
+    publish(project, "m", repository=out, options=ServingOptions(max_batch_size=8, instances=2))
+    repo.gen({"train.py": "v2\n"}, commit="v2")
+    project.store(models["onnx"], "other")
+    project.store(make_second_export(tmp_path), "m")
+
+    synced = sync_latest(project, out)
+
+    assert sorted((r.model_name, r.version.version) for r in synced.published) == [("m", 2), ("other", 1)]
+    config = parse_config((out / "m" / "config.pbtxt").read_text())
+    assert list(config.version_policy.specific.versions) == [2]
+    assert (config.max_batch_size, config.instance_group[0].count) == (8, 2)
+    assert sync_latest(project, out).up_to_date == ["m", "other"]
+
+
+def make_second_export(folder: Path) -> Path:
+    from helpers import make_torch_export
+
+    return make_torch_export(folder / "second.pt2", seed=1)
