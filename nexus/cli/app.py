@@ -449,6 +449,41 @@ def serve(
     out.print("Triton stopped.")
 
 
+@app.command()
+@_handles_errors
+def predict(
+    model_name: ModelArg,
+    inputs: Annotated[list[str] | None, typer.Option("--input", "-i", help="NAME=FILE.npy; repeat per input.")] = None,
+    random: Annotated[bool, typer.Option("--random", help="Send random valid inputs (batch of 1).")] = False,
+    server: Annotated[
+        str | None, typer.Option(help="Triton address (default: http://127.0.0.1:8000, gRPC 127.0.0.1:8001).")
+    ] = None,
+    protocol: Annotated[str, typer.Option(help="http or grpc.")] = "http",
+    output_dir: Annotated[
+        Path | None, typer.Option("--output-dir", "-o", help="Write each output to DIR/NAME.npy.")
+    ] = None,
+) -> None:
+    """Send one request to a served model and print (or save) its outputs."""
+    import numpy as np
+
+    from nexus.predict import PredictError, load_inputs
+    from nexus.predict import predict as send
+
+    if bool(inputs) == random:
+        raise PredictError("give --input NAME=FILE.npy (one per input) or --random, not both or neither")
+    arrays = load_inputs(inputs) if inputs else None
+    outputs = send(model_name, arrays, server=server, protocol=protocol)
+    out = stdout()
+    for name, value in outputs.items():
+        if output_dir is not None:
+            output_dir.mkdir(parents=True, exist_ok=True)
+            np.save(output_dir / f"{name}.npy", value)
+            out.print(f"{name}: {value.dtype}{list(value.shape)} -> {output_dir / name}.npy")
+        else:
+            out.print(f"{name}: {value.dtype}{list(value.shape)}")
+            out.out(np.array2string(value, threshold=50, precision=5), highlight=False)
+
+
 @app.command(hidden=True)
 def demo(
     folder: Annotated[

@@ -1,0 +1,124 @@
+"""`nexus predict`: one request to a served model through `tritonclient`, over HTTP or gRPC."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nexus.errors import NexusError
+
+Array = np.ndarray[Any, Any]
+
+#: Triton data types -> numpy dtypes (BF16 has no numpy type and cannot be sent this way).
+NUMPY_DTYPES = {
+    "BOOL": np.bool_,
+    "UINT8": np.uint8,
+    "UINT16": np.uint16,
+    "UINT32": np.uint32,
+    "UINT64": np.uint64,
+    "INT8": np.int8,
+    "INT16": np.int16,
+    "INT32": np.int32,
+    "INT64": np.int64,
+    "FP16": np.float16,
+    "FP32": np.float32,
+    "FP64": np.float64,
+}
+
+
+class PredictError(NexusError):
+    """The request could not be made or was refused."""
+
+
+def default_server(protocol: str) -> str:
+    return "127.0.0.1:8001" if protocol == "grpc" else "http://127.0.0.1:8000"
+
+
+def _client(server: str, protocol: str) -> Any:
+    if protocol == "grpc":
+        import tritonclient.grpc as client_module
+
+        return client_module, client_module.InferenceServerClient(server.removeprefix("grpc://"))
+    if protocol != "http":
+        raise PredictError(f"unknown protocol {protocol!r}; use http or grpc")
+    import tritonclient.http as client_module
+
+    return client_module, client_module.InferenceServerClient(server.split("://", 1)[-1])
+
+
+def random_inputs(metadata: Mapping[str, Any], batch: int = 1, seed: int = 0) -> dict[str, Array]:
+    """Valid inputs for a model from its metadata: normal floats, zeros for integers and booleans."""
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for tensor in metadata["inputs"]:
+        dtype = NUMPY_DTYPES.get(tensor["datatype"])
+        if dtype is None:
+            raise PredictError(f"input {tensor['name']!r} is {tensor['datatype']}, which numpy cannot make")
+        shape = [int(d) for d in tensor["shape"]]
+        shape = [batch if i == 0 and d == -1 else (d if d > 0 else 2) for i, d in enumerate(shape)]
+        if np.issubdtype(dtype, np.floating):
+            arrays[tensor["name"]] = rng.standard_normal(shape).astype(dtype)
+        else:
+            arrays[tensor["name"]] = np.zeros(shape, dtype=dtype)
+    return arrays
+
+
+def load_inputs(pairs: list[str]) -> dict[str, Array]:
+    """`NAME=FILE.npy` pairs -> arrays."""
+    arrays = {}
+    for pair in pairs:
+        name, sep, file = pair.partition("=")
+        if not sep or not name or not file:
+            raise PredictError(f"{pair!r} is not NAME=FILE.npy; write e.g. --input input=batch.npy")
+        path = Path(file)
+        if not path.is_file():
+            raise PredictError(f"input file {path} does not exist; check the path")
+        try:
+            arrays[name] = np.load(path, allow_pickle=False)
+        except ValueError as e:
+            raise PredictError(f"{path} is not a .npy array ({e}); save it with numpy.save") from e
+    return arrays
+
+
+def predict(
+    model: str,
+    inputs: Mapping[str, Array] | None = None,
+    *,
+    server: str | None = None,
+    protocol: str = "http",
+) -> dict[str, Array]:
+    """Send one request to ``model``; without ``inputs``, random valid ones from its metadata."""
+    server = server or default_server(protocol)
+    module, client = _client(server, protocol)
+    from tritonclient.utils import InferenceServerException
+
+    try:
+        if not client.is_model_ready(model):
+            raise PredictError(f"model {model!r} is not ready on {server}; publish it and check `nexus serve`")
+        metadata = client.get_model_metadata(model)
+        if protocol == "grpc":
+            from google.protobuf import json_format
+
+            metadata = json_format.MessageToDict(metadata, preserving_proto_field_name=True)
+        arrays = dict(inputs) if inputs is not None else random_inputs(metadata)
+        expected = {t["name"]: t["datatype"] for t in metadata["inputs"]}
+        if set(arrays) != set(expected):
+            raise PredictError(f"{model} takes inputs {sorted(expected)}, got {sorted(arrays)}")
+        tensors = []
+        for name, array in arrays.items():
+            tensor = module.InferInput(name, list(array.shape), expected[name])
+            tensor.set_data_from_numpy(array.astype(NUMPY_DTYPES[expected[name]], copy=False))
+            tensors.append(tensor)
+        result = client.infer(model, tensors)
+        return {t["name"]: result.as_numpy(t["name"]) for t in metadata["outputs"]}
+    except InferenceServerException as e:
+        raise PredictError(f"{server} refused the request: {e.message()}") from e
+    except ConnectionError as e:
+        raise PredictError(
+            f"cannot reach Triton at {server} ({e}); start it with `nexus serve` or pass --server"
+        ) from e
+    finally:
+        client.close()

@@ -1,0 +1,95 @@
+"""`nexus predict` against a real Triton: HTTP and gRPC, random or file inputs, and its errors."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from helpers import GitRepo, free_port, make_torch_export
+from nexus.cli import app
+from nexus.predict import PredictError, predict, random_inputs
+from nexus.publish import publish
+from nexus.registry import Project
+from nexus.triton_server import TritonServer
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TritonServer, Path]]:
+    root = tmp_path_factory.mktemp("predict")
+    repo = GitRepo.create(root / "project")
+    repo.gen({"train.py": "pass\n"}, commit="initial")
+    artifact = make_torch_export(root / "m.pt2")
+    project = Project.open(repo.root, env={})
+    project.store(artifact, "m")
+    publish(project, "m", repository=root / "repository")
+    triton = TritonServer(
+        repository=str(root / "repository"), http_port=free_port(), grpc_port=free_port(), metrics_port=free_port()
+    )
+    with triton:
+        yield triton, artifact
+
+
+def reference(artifact: Path, x: np.ndarray) -> np.ndarray:
+    with torch.inference_mode():
+        return torch.export.load(str(artifact)).module()(torch.from_numpy(x)).numpy()
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_random_inputs_answer_what_the_model_computes(server: tuple[TritonServer, Path], protocol: str) -> None:
+    triton, artifact = server
+    address = triton.url if protocol == "http" else f"127.0.0.1:{triton.grpc_port}"
+    outputs = predict("m", server=address, protocol=protocol)
+    x = random_inputs({"inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, 4]}]})["input"]
+    assert list(outputs) == ["linear_1"]
+    np.testing.assert_allclose(outputs["linear_1"], reference(artifact, x), rtol=1e-5, atol=1e-6)
+
+
+def test_cli_sends_npy_files_and_writes_the_outputs(server: tuple[TritonServer, Path], tmp_path: Path) -> None:
+    triton, artifact = server
+    x = np.random.default_rng(1).standard_normal((3, 4)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+
+    printed = CliRunner().invoke(app, ["predict", "m", "-i", f"input={tmp_path / 'x.npy'}", "--server", triton.url])
+    assert printed.exit_code == 0, printed.output
+    assert printed.stdout.splitlines()[0] == "linear_1: float32[3, 3]"
+
+    saved = CliRunner().invoke(
+        app, ["predict", "m", "-i", f"input={tmp_path / 'x.npy'}", "--server", triton.url, "-o", str(tmp_path / "out")]
+    )
+    assert saved.exit_code == 0, saved.output
+    np.testing.assert_allclose(np.load(tmp_path / "out" / "linear_1.npy"), reference(artifact, x), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--random", "--server", "http://127.0.0.1:{closed}"], "cannot reach Triton at http://127.0.0.1:"),
+        (["-i", "input=missing.npy", "--server", "{url}"], "input file missing.npy does not exist"),
+        (["-i", "wrong={npy}", "--server", "{url}"], "m takes inputs ['input'], got ['wrong']"),
+        ([], "give --input NAME=FILE.npy (one per input) or --random"),
+    ],
+)
+def test_errors_are_one_line(
+    server: tuple[TritonServer, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], message: str
+) -> None:
+    triton, _ = server
+    np.save(tmp_path / "x.npy", np.zeros((1, 4), np.float32))
+    monkeypatch.chdir(tmp_path)
+    filled = [a.format(closed=free_port(), url=triton.url, npy=tmp_path / "x.npy") for a in args]
+    result = CliRunner().invoke(app, ["predict", "m", *filled])
+    assert result.exit_code == 1, result.output
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert message in result.stderr
+
+
+def test_a_model_that_is_not_served_is_named(server: tuple[TritonServer, Path]) -> None:
+    triton, _ = server
+    with pytest.raises(PredictError, match=r"model 'nope' is not ready on http://127\.0\.0\.1:"):
+        predict("nope", server=triton.url)
