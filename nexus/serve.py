@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import json
 import socket
+import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from nexus.errors import NexusError
+from nexus.metadata import Signature
 from nexus.publish import CONFIG, PublishResult, publish
 from nexus.registry import Project
 from nexus.storage import parse_storage_uri
-from nexus.triton_config import SignatureError, parse_config, read_serving
+from nexus.triton_config import ServingOptions, SignatureError, parse_config, read_serving
 from nexus.triton_server import TritonServer
 
 
@@ -102,3 +104,121 @@ def loaded_models(server: TritonServer) -> list[dict[str, Any]]:
     with urllib.request.urlopen(request, timeout=10) as r:  # noqa: S310 - the server we started
         index: list[dict[str, Any]] = json.loads(r.read())
         return index
+
+
+class HotSwapError(NexusError):
+    """Triton could not switch a model to a new version; the previous one is served again."""
+
+
+def _http(url: str, method: str = "GET", body: bytes | None = None, timeout: float = 30) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, data=body, method=method)  # noqa: S310 - a Triton URL the user gave
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as r:  # noqa: S310
+            return int(r.status), r.read()
+    except urllib.error.HTTPError as e:
+        return int(e.code), e.read()
+    except (urllib.error.URLError, OSError) as e:
+        raise NexusError(f"cannot reach Triton at {url.split('/v2/')[0]} ({e}); start it with `nexus serve`") from e
+
+
+def load_version(server: str, model: str, version: int, timeout: float = 300) -> None:
+    """Ask Triton to (re)load ``model`` from its repository and wait until ``version`` is READY.
+
+    Triton keeps serving the version it has until the new one has loaded; only then does the old one
+    go. Raises :class:`HotSwapError` with Triton's reason if the load fails.
+    """
+    import time
+
+    status, body = _http(f"{server}/v2/repository/models/{model}/load", "POST", b"{}", timeout=timeout)
+    if status != 200:
+        reason = json.loads(body or b"{}").get("error", body.decode(errors="replace"))
+        raise HotSwapError(f"Triton could not load {model} v{version}: {reason}")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _http(f"{server}/v2/models/{model}/versions/{version}/ready")[0] == 200:
+            return
+        time.sleep(0.2)
+    raise HotSwapError(f"{model} v{version} was not READY on {server} after {timeout:.0f}s")
+
+
+SERVER_FILE = "server.json"
+
+
+def write_server_file(project: Project, server: TritonServer, repository: Path) -> Path:
+    """Record the running server in `.nexus/server.json`, so publish and rollback can find it."""
+    import os
+
+    from nexus.atomic import atomic_write_text
+
+    path = project.root / ".nexus" / SERVER_FILE
+    record = {"url": server.url, "pid": os.getpid(), "repository": str(repository)}
+    atomic_write_text(path, json.dumps(record, indent=2) + "\n")
+    return path
+
+
+def find_server(project: Project) -> str | None:
+    """The URL of the `nexus serve` running for this project, if there is one."""
+    import os
+
+    path = project.root / ".nexus" / SERVER_FILE
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        os.kill(int(record["pid"]), 0)
+    except (FileNotFoundError, ProcessLookupError, ValueError, KeyError, PermissionError):
+        return None
+    url: str = record["url"]
+    return url
+
+
+def swap(
+    project: Project,
+    model: str,
+    version: int,
+    server: str,
+    repository: Path,
+    options: ServingOptions | None = None,
+    signature: Signature | None = None,
+) -> PublishResult:
+    """Publish ``version`` of ``model`` and switch the running server to it, with no failed request.
+
+    The model keeps its serving options and signature unless new ones are given. Triton serves the
+    old version until the new one is READY; then one smoke request must succeed. If the load or the
+    smoke request fails, the previous version is published and loaded again, and
+    :class:`HotSwapError` says why.
+    """
+    from nexus.predict import PredictError, predict
+
+    config_path = repository / model / CONFIG
+    previous: int | None = None
+    kept_options: ServingOptions | None = None
+    kept_signature: Signature | None = None
+    if config_path.is_file():
+        config = parse_config(config_path.read_text(encoding="utf-8"))
+        previous = next(iter(config.version_policy.specific.versions), None)
+        kept_options, kept_signature = read_serving(config)
+    signature = signature or kept_signature
+    kwargs: dict[str, Any] = {
+        "repository": repository,
+        "options": options or kept_options,
+        "inputs": signature.inputs if signature else None,
+        "outputs": signature.outputs if signature else None,
+    }
+    result = publish(project, model, version=version, **kwargs)
+    try:
+        load_version(server, model, version)
+        predict(model, server=server)
+    except (HotSwapError, PredictError) as e:
+        if previous is None or previous == version:
+            raise
+        publish(
+            project,
+            model,
+            version=previous,
+            repository=repository,
+            options=kept_options,
+            inputs=kept_signature.inputs if kept_signature else None,
+            outputs=kept_signature.outputs if kept_signature else None,
+        )
+        load_version(server, model, previous)
+        raise HotSwapError(f"{model} v{version} failed on {server} ({e}); v{previous} is served again") from e
+    return result

@@ -207,8 +207,13 @@ class TritonPythonModel:
                 for item in group:
                     self._run_group([item], responses)
                 return
-            message = f"{self.name}: the model failed on a batch of {len(group)} request(s): {type(e).__name__}: {e}"
-            pb_utils.Logger.log_error(message)
+            # TorchScript errors carry a whole traceback: the response gets its last line, the log all of it
+            lines = [line for line in str(e).splitlines() if line.strip()]
+            detail = lines[-1] if lines else type(e).__name__
+            message = (
+                f"{self.name}: the model failed on a batch of {len(group)} request(s): {type(e).__name__}: {detail}"
+            )
+            pb_utils.Logger.log_error(f"{message}\n{e}")
             for i, _ in group:
                 responses[i] = pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(message))
 

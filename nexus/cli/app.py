@@ -58,6 +58,23 @@ InputsOpt = Annotated[
 OutputsOpt = Annotated[list[str] | None, typer.Option("--output", help="NAME:DTYPE:DIMS; repeat per output.")]
 
 
+ServerOpt = Annotated[
+    str | None,
+    typer.Option("--server", help="Triton to switch (default: the running `nexus serve`, if any)."),
+]
+
+
+def _live_server(project: Project, server: str | None, repository: str | None) -> str | None:
+    """The server to hot-swap: the one given, else the running `nexus serve` on the default repository."""
+    if server is not None:
+        return server
+    if repository is not None:
+        return None  # a publish elsewhere does not touch the running server
+    from nexus.serve import find_server
+
+    return find_server(project)
+
+
 def _signature(inputs: list[str] | None, outputs: list[str] | None, batched: bool) -> Signature | None:
     """The signature given with --input/--output, or None; both or neither must be given."""
     from nexus.triton_config import SignatureError, parse_tensor_spec
@@ -248,8 +265,12 @@ def rollback(
     model_name: ModelArg,
     to: Annotated[str | None, typer.Option("--to", help="Version number (3 or v3) or commit prefix.")] = None,
     commit: GitCommitOpt = False,
+    server: ServerOpt = None,
 ) -> None:
-    """Make an older version the latest (the one before the current latest by default)."""
+    """Make an older version the latest (the one before the current latest by default).
+
+    With a running `nexus serve` (or --server URL), the server is switched to it too.
+    """
     project = _project()
     result = project.rollback(model_name, to)
     target = project.resolve(model_name, result.to_version)
@@ -258,6 +279,12 @@ def rollback(
         f"Rolled back {model_name}: latest is now v{result.to_version} (commit {target.short_commit}), "
         f"was v{result.from_version}."
     )
+    live = _live_server(project, server, None)
+    if live is not None:
+        from nexus.serve import local_repository, swap
+
+        swap(project, model_name, result.to_version, live, local_repository(project, None))
+        out.print(f"Switched {live} to {model_name} v{result.to_version}.")
     if commit:
         from nexus import git_utils
 
@@ -327,8 +354,13 @@ def publish(
     inputs: InputsOpt = None,
     outputs: OutputsOpt = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the config and files; write nothing.")] = False,
+    server: ServerOpt = None,
 ) -> None:
-    """Render a stored version (latest by default) into a Triton model repository."""
+    """Render a stored version (latest by default) into a Triton model repository.
+
+    With a running `nexus serve` (found in .nexus/server.json) or --server URL, the server is switched
+    to the new version without failing a request, and the previous version comes back if it fails.
+    """
     from nexus.publish import publish as publish_version
     from nexus.triton_config import ServingOptions
 
@@ -344,8 +376,19 @@ def publish(
         torch_threads=torch_threads,
     )
     signature = _signature(inputs, outputs, batched=not no_batching)
+    project = _project()
+    live = None if dry_run else _live_server(project, server, repository)
+    if live is not None:
+        from nexus.serve import local_repository, swap
+
+        v = project.resolve(model_name, version, commit)
+        swapped = swap(project, model_name, v.version, live, local_repository(project, repository), options, signature)
+        stdout().print(f"Published {model_name} v{v.version} and switched {live} to it (commit {v.short_commit}).")
+        for name in swapped.files:
+            stdout().print(f"  {name}")
+        return
     result = publish_version(
-        _project(),
+        project,
         model_name,
         version=version,
         commit=commit,
@@ -395,7 +438,14 @@ def serve(
     import signal
     import time
 
-    from nexus.serve import check_ports, loaded_models, local_repository, sync_latest
+    from nexus.serve import (
+        SERVER_FILE,
+        check_ports,
+        loaded_models,
+        local_repository,
+        sync_latest,
+        write_server_file,
+    )
     from nexus.triton_server import TritonError, TritonServer
 
     project = _project()
@@ -438,6 +488,7 @@ def serve(
         out.print(f"gRPC    {host}:{grpc_port}")
         out.print(f"metrics http://{host}:{metrics_port}/metrics")
         out.print(f"Triton log: {log}")
+        write_server_file(project, server, folder)
         out.print(f"Ready: tritonserver pid {server.pid}. Press Ctrl-C to stop.")
         while server.is_alive():
             time.sleep(0.5)
@@ -445,6 +496,7 @@ def serve(
     except KeyboardInterrupt:
         out.print("Stopping Triton...")
     finally:
+        (project.root / ".nexus" / SERVER_FILE).unlink(missing_ok=True)
         server.stop()
     out.print("Triton stopped.")
 

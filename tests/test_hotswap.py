@@ -1,0 +1,175 @@
+"""Hot swap under steady load: publish a new version and roll back while clients keep sending requests."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from helpers import GitRepo, free_port, make_torch_export
+from nexus.cli import app
+from nexus.metadata import Signature, TensorSpec
+from nexus.predict import predict
+from nexus.publish import publish
+from nexus.registry import Project
+from nexus.serve import HotSwapError, load_version, swap, sync_latest, write_server_file
+from nexus.triton_config import parse_config
+from nexus.triton_server import TritonServer
+
+pytestmark = pytest.mark.slow
+
+X = np.random.default_rng(0).standard_normal((1, 4)).astype(np.float32)
+
+
+@dataclass
+class Load:
+    """Clients that send the same request in a loop and record every answer."""
+
+    url: str
+    answers: list[tuple[float, int, list[float] | str]] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def client(self) -> None:
+        body = json.dumps(
+            {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": X.flatten().tolist()}]}
+        ).encode()
+        while not self.stop.is_set():
+            request = urllib.request.Request(f"{self.url}/v2/models/m/infer", data=body)
+            try:
+                with urllib.request.urlopen(request, timeout=30) as r:
+                    self.answers.append((time.monotonic(), r.status, json.loads(r.read())["outputs"][0]["data"]))
+            except urllib.error.HTTPError as e:
+                self.answers.append((time.monotonic(), e.code, e.read().decode()))
+            except OSError as e:
+                self.answers.append((time.monotonic(), 0, str(e)))
+
+
+@pytest.fixture
+def serving(repo: GitRepo, tmp_path: Path) -> Iterator[tuple[Project, TritonServer, Path]]:
+    project = Project.open()
+    project.store(make_torch_export(tmp_path / "v1.pt2", seed=0), "m")
+    repository = tmp_path / "repository"
+    sync_latest(project, repository)
+    server = TritonServer(
+        repository=str(repository), http_port=free_port(), grpc_port=free_port(), metrics_port=free_port()
+    )
+    with server:
+        yield project, server, repository
+
+
+def expected(artifact: Path) -> list[float]:
+    with torch.inference_mode():
+        out: list[float] = torch.export.load(str(artifact)).module()(torch.from_numpy(X)).flatten().tolist()
+        return out
+
+
+def test_publish_and_rollback_under_load_fail_no_request(
+    serving: tuple[Project, TritonServer, Path], repo: GitRepo, tmp_path: Path
+) -> None:
+    project, server, repository = serving
+    v1 = expected(tmp_path / "v1.pt2")
+    v2_file = make_torch_export(tmp_path / "v2.pt2", seed=1)
+    v2 = expected(v2_file)
+    load = Load(server.url)
+    clients = [threading.Thread(target=load.client) for _ in range(4)]
+    for c in clients:
+        c.start()
+    try:
+        time.sleep(1)
+        repo.gen({"train.py": "v2\n"}, commit="v2")
+        project.store(v2_file, "m")
+        sync_latest(project, repository)  # publishes v2, keeping the options
+        load_version(server.url, "m", 2)
+        swapped = time.monotonic()
+        time.sleep(1)
+        project.rollback("m")
+        publish(project, "m", repository=repository)
+        load_version(server.url, "m", 1)
+        rolled_back = time.monotonic()
+        time.sleep(1)
+    finally:
+        load.stop.set()
+        for c in clients:
+            c.join()
+
+    failures = [a for a in load.answers if a[1] != 200]
+    assert failures == [], f"{len(failures)} of {len(load.answers)} requests failed, e.g. {failures[:3]}"
+    assert len(load.answers) > 50
+    by_time = [(t, data) for t, _, data in load.answers]
+    assert by_time[0][1] == pytest.approx(v1, rel=1e-5)
+    after_swap = [d for t, d in by_time if swapped + 0.3 < t < rolled_back - 1.2]
+    assert after_swap
+    assert all(d == pytest.approx(v2, rel=1e-5) for d in after_swap)
+    assert by_time[-1][1] == pytest.approx(v1, rel=1e-5)
+
+
+class Doubler(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * 2
+
+
+class FailsAlone(torch.nn.Module):
+    """Passes publish's check (a batch of 3) but fails the smoke request (a batch of 1)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] == 1:
+            raise RuntimeError("cannot serve a batch of one")
+        return x * 3
+
+
+def test_a_version_that_fails_after_loading_is_swapped_back_by_itself(repo: GitRepo, tmp_path: Path) -> None:
+    signature = Signature([TensorSpec("x", "float32", [-1, 4])], [TensorSpec("y", "float32", [-1, 4])])
+    torch.jit.script(Doubler()).save(str(tmp_path / "v1.pt"))
+    torch.jit.script(FailsAlone()).save(str(tmp_path / "v2.pt"))
+    project = Project.open()
+    project.store(tmp_path / "v1.pt", "m", signature=signature)
+    repository = tmp_path / "repository"
+    sync_latest(project, repository)
+    server = TritonServer(
+        repository=str(repository), http_port=free_port(), grpc_port=free_port(), metrics_port=free_port()
+    )
+    with server:
+        repo.gen({"train.py": "v2\n"}, commit="v2")
+        project.store(tmp_path / "v2.pt", "m", signature=signature)
+
+        with pytest.raises(HotSwapError, match=r"m v2 failed on .*: cannot serve a batch of one\); v1 is served again"):
+            swap(project, "m", 2, server.url, repository)
+
+        config = parse_config((repository / "m" / "config.pbtxt").read_text())
+        assert list(config.version_policy.specific.versions) == [1]
+        x = np.ones((1, 4), np.float32)
+        np.testing.assert_allclose(predict("m", {"x": x}, server=server.url)["y"], x * 2)
+
+
+def test_cli_publish_finds_the_running_server_and_switches_it(
+    serving: tuple[Project, TritonServer, Path], repo: GitRepo, tmp_path: Path
+) -> None:
+    project, server, repository = serving
+    (repo.root / ".nexusrc").write_text(f'[publish]\nrepository = "{repository}"\n')
+    write_server_file(project, server, repository)  # as `nexus serve` does
+    repo.gen({"train.py": "v2\n"}, commit="v2")
+    v2_file = make_torch_export(tmp_path / "v2.pt2", seed=1)
+    project.store(v2_file, "m")
+
+    result = CliRunner().invoke(app, ["publish", "m"])
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith(f"Published m v2 and switched {server.url} to it")
+    answer = predict("m", {"input": X}, server=server.url)["linear_1"]
+    np.testing.assert_allclose(answer.flatten(), expected(v2_file), rtol=1e-5)
+
+    rolled = CliRunner().invoke(app, ["rollback", "m"])
+    assert rolled.exit_code == 0, rolled.output
+    assert f"Switched {server.url} to m v1." in rolled.stdout
+    answer = predict("m", {"input": X}, server=server.url)["linear_1"]
+    np.testing.assert_allclose(answer.flatten(), expected(tmp_path / "v1.pt2"), rtol=1e-5)
