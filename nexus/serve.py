@@ -98,20 +98,61 @@ def check_ports(host: str, ports: dict[str, int]) -> None:
                 raise PortInUseError(host, port, option) from None
 
 
-def loaded_models(server: TritonServer) -> list[dict[str, Any]]:
+def loaded_models(server: TritonServer, key: str | None = None) -> list[dict[str, Any]]:
     """Triton's repository index: name, version and state of every model it knows."""
-    request = urllib.request.Request(f"{server.url}/v2/repository/index", data=b"{}", method="POST")  # noqa: S310
-    with urllib.request.urlopen(request, timeout=10) as r:  # noqa: S310 - the server we started
-        index: list[dict[str, Any]] = json.loads(r.read())
-        return index
+    status, body = _http(f"{server.url}/v2/repository/index", "POST", b"{}", key=key)
+    if status != 200:
+        raise NexusError(f"Triton refused its repository index ({status}): {body.decode(errors='replace')}")
+    index: list[dict[str, Any]] = json.loads(body)
+    return index
 
 
 class HotSwapError(NexusError):
     """Triton could not switch a model to a new version; the previous one is served again."""
 
 
-def _http(url: str, method: str = "GET", body: bytes | None = None, timeout: float = 30) -> tuple[int, bytes]:
-    request = urllib.request.Request(url, data=body, method=method)  # noqa: S310 - a Triton URL the user gave
+API_KEY_FILE = "api_key"
+#: The header Triton checks on its model-repository API (load, unload, index) when `nexus serve` runs it.
+API_KEY_HEADER = "nexus-api-key"
+#: gRPC clients send the key under this metadata name (Triton prefixes restricted-protocol keys).
+GRPC_API_KEY_HEADER = f"triton-grpc-protocol-{API_KEY_HEADER}"
+
+
+def api_key(project: Project) -> str:
+    """The key that guards Triton's model-repository API: `$NEXUS_API_KEY`, else `.nexus/api_key`.
+
+    The file is created on first use, readable by its owner only.
+    """
+    import os
+    import secrets
+
+    if key := os.environ.get("NEXUS_API_KEY"):
+        return key
+    path = project.root / ".nexus" / API_KEY_FILE
+    path.parent.mkdir(exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text(encoding="utf-8").strip()
+    key = secrets.token_urlsafe(32)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(key + "\n")
+    return key
+
+
+def restricted_api_args(key: str) -> list[str]:
+    """tritonserver flags that refuse model-repository calls (HTTP and gRPC) without the key."""
+    return [
+        f"--http-restricted-api=model-repository:{API_KEY_HEADER}={key}",
+        f"--grpc-restricted-protocol=model-repository:{API_KEY_HEADER}={key}",
+    ]
+
+
+def _http(
+    url: str, method: str = "GET", body: bytes | None = None, timeout: float = 30, key: str | None = None
+) -> tuple[int, bytes]:
+    headers = {API_KEY_HEADER: key} if key else {}
+    request = urllib.request.Request(url, data=body, method=method, headers=headers)  # noqa: S310 - a Triton URL
     try:
         with urllib.request.urlopen(request, timeout=timeout) as r:  # noqa: S310
             return int(r.status), r.read()
@@ -121,7 +162,7 @@ def _http(url: str, method: str = "GET", body: bytes | None = None, timeout: flo
         raise NexusError(f"cannot reach Triton at {url.split('/v2/')[0]} ({e}); start it with `nexus serve`") from e
 
 
-def load_version(server: str, model: str, version: int, timeout: float = 300) -> None:
+def load_version(server: str, model: str, version: int, timeout: float = 300, key: str | None = None) -> None:
     """Ask Triton to (re)load ``model`` from its repository and wait until ``version`` is READY.
 
     Triton keeps serving the version it has until the new one has loaded; only then does the old one
@@ -129,7 +170,7 @@ def load_version(server: str, model: str, version: int, timeout: float = 300) ->
     """
     import time
 
-    status, body = _http(f"{server}/v2/repository/models/{model}/load", "POST", b"{}", timeout=timeout)
+    status, body = _http(f"{server}/v2/repository/models/{model}/load", "POST", b"{}", timeout=timeout, key=key)
     if status != 200:
         reason = json.loads(body or b"{}").get("error", body.decode(errors="replace"))
         raise HotSwapError(f"Triton could not load {model} v{version}: {reason}")
@@ -205,7 +246,7 @@ def swap(
     }
     result = publish(project, model, version=version, **kwargs)
     try:
-        load_version(server, model, version)
+        load_version(server, model, version, key=api_key(project))
         predict(model, server=server)
     except (HotSwapError, PredictError) as e:
         if previous is None or previous == version:
@@ -219,6 +260,6 @@ def swap(
             inputs=kept_signature.inputs if kept_signature else None,
             outputs=kept_signature.outputs if kept_signature else None,
         )
-        load_version(server, model, previous)
+        load_version(server, model, previous, key=api_key(project))
         raise HotSwapError(f"{model} v{version} failed on {server} ({e}); v{previous} is served again") from e
     return result

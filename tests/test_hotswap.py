@@ -22,7 +22,17 @@ from nexus.metadata import Signature, TensorSpec
 from nexus.predict import predict
 from nexus.publish import publish
 from nexus.registry import Project
-from nexus.serve import HotSwapError, load_version, swap, sync_latest, write_server_file
+from nexus.serve import (
+    API_KEY_HEADER,
+    GRPC_API_KEY_HEADER,
+    HotSwapError,
+    api_key,
+    load_version,
+    restricted_api_args,
+    swap,
+    sync_latest,
+    write_server_file,
+)
 from nexus.triton_config import parse_config
 from nexus.triton_server import TritonServer
 
@@ -61,7 +71,11 @@ def serving(repo: GitRepo, tmp_path: Path) -> Iterator[tuple[Project, TritonServ
     repository = tmp_path / "repository"
     sync_latest(project, repository)
     server = TritonServer(
-        repository=str(repository), http_port=free_port(), grpc_port=free_port(), metrics_port=free_port()
+        repository=str(repository),
+        http_port=free_port(),
+        grpc_port=free_port(),
+        metrics_port=free_port(),
+        extra_args=restricted_api_args(api_key(project)),  # as `nexus serve` runs it
     )
     with server:
         yield project, server, repository
@@ -89,12 +103,12 @@ def test_publish_and_rollback_under_load_fail_no_request(
         repo.gen({"train.py": "v2\n"}, commit="v2")
         project.store(v2_file, "m")
         sync_latest(project, repository)  # publishes v2, keeping the options
-        load_version(server.url, "m", 2)
+        load_version(server.url, "m", 2, key=api_key(project))
         swapped = time.monotonic()
         time.sleep(1)
         project.rollback("m")
         publish(project, "m", repository=repository)
-        load_version(server.url, "m", 1)
+        load_version(server.url, "m", 1, key=api_key(project))
         rolled_back = time.monotonic()
         time.sleep(1)
     finally:
@@ -173,3 +187,36 @@ def test_cli_publish_finds_the_running_server_and_switches_it(
     assert f"Switched {server.url} to m v1." in rolled.stdout
     answer = predict("m", {"input": X}, server=server.url)["linear_1"]
     np.testing.assert_allclose(answer.flatten(), expected(tmp_path / "v1.pt2"), rtol=1e-5)
+
+
+def test_the_model_repository_api_refuses_requests_without_the_key(
+    serving: tuple[Project, TritonServer, Path], repo: GitRepo
+) -> None:
+    project, server, _ = serving
+    key_file = repo.root / ".nexus" / "api_key"
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    assert key_file.read_text().strip() == api_key(project)
+
+    def load(headers: dict[str, str]) -> int:
+        request = urllib.request.Request(
+            f"{server.url}/v2/repository/models/m/load", data=b"{}", method="POST", headers=headers
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=60) as r:
+                return int(r.status)
+        except urllib.error.HTTPError as e:
+            return int(e.code)
+
+    assert load({}) == 403
+    assert load({API_KEY_HEADER: "wrong"}) == 403
+    assert load({API_KEY_HEADER: api_key(project)}) == 200
+    # inference stays open
+    assert predict("m", {"input": X}, server=server.url)["linear_1"].shape == (1, 3)
+
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    client = grpcclient.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
+    with pytest.raises(InferenceServerException, match="This protocol is restricted"):
+        client.load_model("m")
+    client.load_model("m", headers={GRPC_API_KEY_HEADER: api_key(project)})

@@ -440,9 +440,11 @@ def serve(
 
     from nexus.serve import (
         SERVER_FILE,
+        api_key,
         check_ports,
         loaded_models,
         local_repository,
+        restricted_api_args,
         sync_latest,
         write_server_file,
     )
@@ -461,6 +463,7 @@ def serve(
     check_ports(host, {"--http-port": http_port, "--grpc-port": grpc_port, "--metrics-port": metrics_port})
     log = log_file or project.root / ".nexus" / "triton.log"
     log.parent.mkdir(parents=True, exist_ok=True)
+    key = api_key(project)
     server = TritonServer(
         repository=str(folder),
         http_port=http_port,
@@ -469,6 +472,7 @@ def serve(
         host=host,
         log_file=log,
         binary=tritonserver,
+        extra_args=restricted_api_args(key),
     )
 
     def terminate(signum: int, frame: object) -> None:
@@ -481,7 +485,7 @@ def serve(
         table = Table(box=None, header_style="bold")
         for column in ("model", "version", "state"):
             table.add_column(column)
-        for model in loaded_models(server):
+        for model in loaded_models(server, key):
             table.add_row(model["name"], str(model.get("version", "")), model.get("state", ""))
         out.print(table)
         out.print(f"HTTP    {server.url}  (KServe v2: POST {server.url}/v2/models/MODEL/infer)")
