@@ -220,3 +220,43 @@ def test_the_model_repository_api_refuses_requests_without_the_key(
     with pytest.raises(InferenceServerException, match="This protocol is restricted"):
         client.load_model("m")
     client.load_model("m", headers={GRPC_API_KEY_HEADER: api_key(project)})
+
+
+def test_status_catches_drift_between_metadata_repository_and_server(
+    serving: tuple[Project, TritonServer, Path], repo: GitRepo, tmp_path: Path
+) -> None:
+    project, server, repository = serving
+    (repo.root / ".nexusrc").write_text(f'[publish]\nrepository = "{repository}"\n')
+    predict("m", {"input": X}, server=server.url)
+    repo.gen({"train.py": "v2\n"}, commit="v2")
+    project.store(make_torch_export(tmp_path / "v2.pt2", seed=1), "m")  # stored, not published
+
+    drifted = CliRunner().invoke(app, ["status", "--server", server.url, "--json"])
+    assert drifted.exit_code == 0, drifted.output
+    (m,) = json.loads(drifted.stdout)
+    assert (m["latest"], m["published"], m["live"]) == (2, 1, [1])
+    assert m["drift"] == ["repository publishes v1, metadata says v2", "server runs v1, metadata says v2"]
+    assert m["avg_batch_size"] >= 1
+    assert m["avg_compute_ms"] > 0
+
+    table = CliRunner().invoke(app, ["status", "--server", server.url])
+    assert "drift m: server runs v1, metadata says v2" in table.stdout
+
+    swap(project, "m", 2, server.url, repository)
+    (m,) = json.loads(CliRunner().invoke(app, ["status", "--server", server.url, "--json"]).stdout)
+    assert (m["latest"], m["published"], m["live"], m["drift"]) == (2, 2, [2], [])
+
+
+def test_status_without_a_server_compares_metadata_and_repository(repo: GitRepo, models: dict[str, Path]) -> None:
+    Project.open().store(models["onnx"], "m")
+    (m,) = json.loads(CliRunner().invoke(app, ["status", "--json"]).stdout)
+    assert (m["published"], m["live"], m["drift"]) == (None, None, ["repository publishes nothing, metadata says v1"])
+
+
+def test_status_with_an_unreachable_server_is_a_one_line_error(repo: GitRepo, models: dict[str, Path]) -> None:
+    Project.open().store(models["onnx"], "m")
+    port = free_port()
+    result = CliRunner().invoke(app, ["status", "--server", f"http://127.0.0.1:{port}"])
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"Error: cannot reach Triton at http://127.0.0.1:{port} (")
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -540,6 +540,56 @@ def predict(
             out.out(np.array2string(value, threshold=50, precision=5), highlight=False)
 
 
+@app.command()
+@_handles_errors
+def status(
+    server: ServerOpt = None,
+    repository: Annotated[
+        str | None, typer.Option("--repository", "-r", help="Repository folder (default: [publish] in .nexusrc).")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Latest in .nexus_meta.json, published in the repository, live on Triton: and any drift."""
+    from nexus.serve import find_server
+    from nexus.status import model_status
+
+    project = _project()
+    live_server = server or find_server(project)
+    statuses = model_status(project, live_server, repository)
+    if as_json:
+        typer.echo(json.dumps([{**asdict(s), "drift": s.drift} for s in statuses], indent=2))
+        return
+    if not statuses:
+        stdout().print("No models stored yet. Store one with `nexus store PATH MODEL_NAME`.")
+        return
+    table = Table(box=None, header_style="bold")
+    for column in ("model", "latest", "commit", "published", "live", "avg batch", "queue ms", "compute ms"):
+        table.add_column(column, no_wrap=True)
+
+    def number(value: float | None, digits: int) -> str:
+        return "-" if value is None else f"{value:.{digits}f}"
+
+    for s in statuses:
+        live = "-" if s.live is None else (", ".join(f"v{v}" for v in s.live) or "none")
+        table.add_row(
+            s.model_name,
+            f"v{s.latest}",
+            s.commit[:8],
+            "-" if s.published is None else f"v{s.published}",
+            live,
+            number(s.avg_batch_size, 1),
+            number(s.avg_queue_ms, 2),
+            number(s.avg_compute_ms, 2),
+            style="bold red" if s.drift else None,
+        )
+    out = stdout()
+    out.print(table)
+    out.print(f"server: {live_server or 'none found (start one with nexus serve, or pass --server)'}")
+    for s in statuses:
+        for problem in s.drift:
+            out.print(f"[bold red]drift[/] {s.model_name}: {problem}")
+
+
 @app.command(hidden=True)
 def demo(
     folder: Annotated[

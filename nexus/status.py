@@ -1,0 +1,103 @@
+"""`nexus status`: what git says is latest, what the repository publishes, what Triton serves.
+
+Any disagreement between the three is drift, and is reported model by model.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nexus.errors import NexusError
+from nexus.publish import CONFIG
+from nexus.registry import Project
+from nexus.serve import _http, local_repository
+from nexus.triton_config import parse_config
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    model_name: str
+    #: The latest version in `.nexus_meta.json`, and its commit.
+    latest: int
+    commit: str
+    #: The version the repository's `config.pbtxt` serves (None: not published).
+    published: int | None
+    #: The versions Triton has loaded and READY (None: no server was asked).
+    live: list[int] | None
+    #: From Triton's statistics, since the server started (None without a server or requests).
+    avg_batch_size: float | None = None
+    avg_queue_ms: float | None = None
+    avg_compute_ms: float | None = None
+
+    @property
+    def drift(self) -> list[str]:
+        """What disagrees, in words; empty when git, repository and server agree."""
+        problems = []
+        if self.published != self.latest:
+            problems.append(f"repository publishes {_v(self.published)}, metadata says v{self.latest}")
+        if self.live is not None and self.live != [self.latest]:
+            live = ", ".join(f"v{v}" for v in self.live) or "nothing"
+            problems.append(f"server runs {live}, metadata says v{self.latest}")
+        return problems
+
+
+def _v(version: int | None) -> str:
+    return "nothing" if version is None else f"v{version}"
+
+
+def _published(repository: Path, model: str) -> int | None:
+    path = repository / model / CONFIG
+    if not path.is_file():
+        return None
+    versions = list(parse_config(path.read_text(encoding="utf-8")).version_policy.specific.versions)
+    return versions[0] if versions else None
+
+
+def _live(server: str, model: str) -> tuple[list[int], dict[str, Any] | None]:
+    status, body = _http(f"{server}/v2/models/{model}")
+    if status != 200:
+        return [], None
+    versions = sorted(int(v) for v in json.loads(body).get("versions", []))
+    ready = [v for v in versions if _http(f"{server}/v2/models/{model}/versions/{v}/ready")[0] == 200]
+    status, body = _http(f"{server}/v2/models/{model}/stats")
+    stats = json.loads(body)["model_stats"] if status == 200 else []
+    return ready, {"model_stats": stats}
+
+
+def _averages(stats: dict[str, Any] | None) -> tuple[float | None, float | None, float | None]:
+    """Average executed batch size, queue and compute time (ms per request) over all versions."""
+    if not stats:
+        return None, None, None
+    inferences = executions = queue_ns = compute_ns = 0
+    for entry in stats["model_stats"]:
+        inferences += int(entry.get("inference_count", 0))
+        executions += int(entry.get("execution_count", 0))
+        queue_ns += int(entry.get("inference_stats", {}).get("queue", {}).get("ns", 0))
+        compute_ns += int(entry.get("inference_stats", {}).get("compute_infer", {}).get("ns", 0))
+    if not executions:
+        return None, None, None
+    return inferences / executions, queue_ns / inferences / 1e6, compute_ns / inferences / 1e6
+
+
+def model_status(project: Project, server: str | None = None, repository: str | None = None) -> list[ModelStatus]:
+    """The status of every model in `.nexus_meta.json`; ``server`` adds what Triton serves."""
+    folder = local_repository(project, repository)
+    statuses = []
+    for name, record in sorted(project.read_metadata().models.items()):
+        latest = record.current()
+        live: list[int] | None = None
+        averages: tuple[float | None, float | None, float | None] = (None, None, None)
+        if server is not None:
+            live, stats = _live(server, name)
+            averages = _averages(stats)
+        statuses.append(
+            ModelStatus(name, latest.version, latest.commit_hash, _published(folder, name), live, *averages)
+        )
+    if server is not None and statuses and all(s.live == [] for s in statuses):
+        status, _ = _http(f"{server}/v2/health/live")
+        if status != 200:
+            raise NexusError(f"Triton at {server} is not live; start it with `nexus serve`")
+    return statuses
