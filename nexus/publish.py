@@ -25,7 +25,7 @@ from pathlib import Path
 from nexus.config import StorageSettings
 from nexus.errors import NexusError
 from nexus.formats import EXTENSIONS
-from nexus.metadata import ModelVersion, Signature, TensorSpec
+from nexus.metadata import ModelVersion, Signature
 from nexus.registry import Project
 from nexus.signature import check_signature
 from nexus.storage import Storage, open_storage, parse_storage_uri
@@ -65,14 +65,10 @@ def template_source() -> str:
     return template.read_text(encoding="utf-8")
 
 
-def resolve_signature(
-    version: ModelVersion, inputs: list[TensorSpec] | None, outputs: list[TensorSpec] | None
-) -> Signature:
-    """The signature given on the command line, else the one recorded at store time."""
-    if inputs or outputs:
-        if not (inputs and outputs):
-            raise SignatureError("give both --input and --output (one per tensor), or neither")
-        return Signature(inputs=inputs, outputs=outputs)
+def resolve_signature(version: ModelVersion, signature: Signature | None) -> Signature:
+    """The signature given, else the one recorded at store time."""
+    if signature is not None:
+        return signature
     if version.signature is None:
         raise SignatureError(
             f"{version.model_name} v{version.version} is {version.format}, which records no input/output "
@@ -89,14 +85,13 @@ def publish(
     commit: str | None = None,
     repository: Path | str | None = None,
     options: ServingOptions | None = None,
-    inputs: list[TensorSpec] | None = None,
-    outputs: list[TensorSpec] | None = None,
+    signature: Signature | None = None,
     dry_run: bool = False,
 ) -> PublishResult:
     """Render ``model_name`` (latest by default) into a Triton model repository folder."""
     options = options or ServingOptions()
     v = project.resolve(model_name, version, commit)
-    signature = resolve_signature(v, inputs, outputs)
+    signature = resolve_signature(v, signature)
     artifact_name = f"model.{EXTENSIONS[v.format]}"
     config = render_config(model_name, v, signature, options, artifact_name)
     text = config_to_text(config)

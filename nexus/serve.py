@@ -56,21 +56,34 @@ def local_repository(project: Project, repository: str | None) -> Path:
     return folder if folder.is_absolute() else project.root / folder
 
 
+@dataclass(frozen=True)
+class Published:
+    """What a repository's `config.pbtxt` for one model says: the version served, and how."""
+
+    version: int | None
+    options: ServingOptions
+    signature: Signature
+
+
+def read_published(repository: Path, model: str) -> Published | None:
+    """The model's published config in a local repository, or None when it was never published."""
+    path = repository / model / CONFIG
+    if not path.is_file():
+        return None
+    config = parse_config(path.read_text(encoding="utf-8"))
+    options, signature = read_serving(config)
+    return Published(next(iter(config.version_policy.specific.versions), None), options, signature)
+
+
 def sync_latest(project: Project, repository: Path) -> SyncResult:
     """Publish every model's latest version that the repository does not serve yet."""
     result = SyncResult()
     for name, record in sorted(project.read_metadata().models.items()):
         latest = record.current()
-        config_path = repository / name / CONFIG
-        if config_path.is_file():
-            config = parse_config(config_path.read_text(encoding="utf-8"))
-            if list(config.version_policy.specific.versions) == [latest.version]:
-                result.up_to_date.append(name)
-                continue
-            options, signature = read_serving(config)
-            inputs, outputs = signature.inputs, signature.outputs
-        else:
-            options, inputs, outputs = None, None, None
+        published = read_published(repository, name)
+        if published is not None and published.version == latest.version:
+            result.up_to_date.append(name)
+            continue
         try:
             result.published.append(
                 publish(
@@ -78,9 +91,8 @@ def sync_latest(project: Project, repository: Path) -> SyncResult:
                     name,
                     version=latest.version,
                     repository=repository,
-                    options=options,
-                    inputs=inputs,
-                    outputs=outputs,
+                    options=published.options if published else None,
+                    signature=published.signature if published else None,
                 )
             )
         except SignatureError as e:
@@ -229,37 +241,21 @@ def swap(
     """
     from nexus.predict import PredictError, predict
 
-    config_path = repository / model / CONFIG
-    previous: int | None = None
-    kept_options: ServingOptions | None = None
-    kept_signature: Signature | None = None
-    if config_path.is_file():
-        config = parse_config(config_path.read_text(encoding="utf-8"))
-        previous = next(iter(config.version_policy.specific.versions), None)
-        kept_options, kept_signature = read_serving(config)
-    signature = signature or kept_signature
-    kwargs: dict[str, Any] = {
-        "repository": repository,
-        "options": options or kept_options,
-        "inputs": signature.inputs if signature else None,
-        "outputs": signature.outputs if signature else None,
-    }
-    result = publish(project, model, version=version, **kwargs)
+    kept = read_published(repository, model)
+    if kept is not None:
+        options = options or kept.options
+        signature = signature or kept.signature
+    result = publish(project, model, version=version, repository=repository, options=options, signature=signature)
+    key = api_key(project)
     try:
-        load_version(server, model, version, key=api_key(project))
+        load_version(server, model, version, key=key)
         predict(model, server=server)
     except (HotSwapError, PredictError) as e:
-        if previous is None or previous == version:
+        if kept is None or kept.version is None or kept.version == version:
             raise
         publish(
-            project,
-            model,
-            version=previous,
-            repository=repository,
-            options=kept_options,
-            inputs=kept_signature.inputs if kept_signature else None,
-            outputs=kept_signature.outputs if kept_signature else None,
+            project, model, version=kept.version, repository=repository, options=kept.options, signature=kept.signature
         )
-        load_version(server, model, previous, key=api_key(project))
-        raise HotSwapError(f"{model} v{version} failed on {server} ({e}); v{previous} is served again") from e
+        load_version(server, model, kept.version, key=key)
+        raise HotSwapError(f"{model} v{version} failed on {server} ({e}); v{kept.version} is served again") from e
     return result

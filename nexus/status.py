@@ -7,14 +7,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from nexus.errors import NexusError
-from nexus.publish import CONFIG
 from nexus.registry import Project
-from nexus.serve import _http, local_repository
-from nexus.triton_config import parse_config
+from nexus.serve import _http, local_repository, read_published
 
 
 @dataclass(frozen=True)
@@ -46,14 +43,6 @@ class ModelStatus:
 
 def _v(version: int | None) -> str:
     return "nothing" if version is None else f"v{version}"
-
-
-def _published(repository: Path, model: str) -> int | None:
-    path = repository / model / CONFIG
-    if not path.is_file():
-        return None
-    versions = list(parse_config(path.read_text(encoding="utf-8")).version_policy.specific.versions)
-    return versions[0] if versions else None
 
 
 def _live(server: str, model: str) -> tuple[list[int], dict[str, Any] | None]:
@@ -93,9 +82,9 @@ def model_status(project: Project, server: str | None = None, repository: str | 
         if server is not None:
             live, stats = _live(server, name)
             averages = _averages(stats)
-        statuses.append(
-            ModelStatus(name, latest.version, latest.commit_hash, _published(folder, name), live, *averages)
-        )
+        published = read_published(folder, name)
+        version = published.version if published else None
+        statuses.append(ModelStatus(name, latest.version, latest.commit_hash, version, live, *averages))
     if server is not None and statuses and all(s.live == [] for s in statuses):
         status, _ = _http(f"{server}/v2/health/live")
         if status != 200:

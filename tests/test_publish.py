@@ -12,17 +12,14 @@ from conftest import GCSServer
 from helpers import GitRepo
 from nexus.cli import app
 from nexus.errors import VersionNotFoundError
-from nexus.metadata import TensorSpec
+from nexus.metadata import Signature, TensorSpec
 from nexus.publish import PublishError, publish, template_source
 from nexus.registry import Project
 from nexus.signature import ModelLoadError
 from nexus.triton_config import SignatureError, parse_config
 
 #: --input/--output for the TorchScript MLP of helpers.make_torchscript, which records no signature
-MLP_SIGNATURE: dict[str, list[TensorSpec]] = {
-    "inputs": [TensorSpec("x", "float32", [-1, 4])],
-    "outputs": [TensorSpec("y", "float32", [-1, 3])],
-}
+MLP_SIGNATURE = Signature([TensorSpec("x", "float32", [-1, 4])], [TensorSpec("y", "float32", [-1, 3])])
 
 TEMPLATE = Path(__file__).parents[1] / "model_repository_templates" / "python_backend" / "model.py"
 
@@ -70,12 +67,12 @@ def test_models_and_versions_live_side_by_side_and_config_follows_the_published_
     project.store(models["torch_export"], "a")
     project.store(models["onnx"], "b")
     repo.gen({"train.py": "v2\n"}, commit="v2")
-    sig = {"inputs": [TensorSpec("input", "float32", [-1, 4])], "outputs": [TensorSpec("out", "float32", [-1, 3])]}
+    sig = Signature([TensorSpec("input", "float32", [-1, 4])], [TensorSpec("out", "float32", [-1, 3])])
     project.store(models["torchscript"], "a")
     out = tmp_path / "repo"
     publish(project, "a", version=1, repository=out)
     publish(project, "b", repository=out)
-    publish(project, "a", repository=out, **sig)
+    publish(project, "a", repository=out, signature=sig)
 
     assert sorted(tree(out)) == [
         "a/1/model.pt2", "a/1/model.py", "a/2/model.pt", "a/2/model.py", "a/config.pbtxt",
@@ -146,12 +143,12 @@ def test_a_signature_that_does_not_match_the_model_is_refused_and_nothing_writte
         project,
         "m",
         repository=out,
-        **MLP_SIGNATURE,
+        signature=MLP_SIGNATURE,
     )
     before = tree(out)
 
     with pytest.raises(SignatureError, match=message):
-        publish(project, "m", repository=out, inputs=inputs, outputs=outputs)
+        publish(project, "m", repository=out, signature=Signature(inputs, outputs))
     assert tree(out) == before
 
 
@@ -172,7 +169,7 @@ def test_a_model_that_cannot_be_loaded_is_refused_and_nothing_written(
             project,
             "m",
             repository=out,
-            **MLP_SIGNATURE,
+            signature=MLP_SIGNATURE,
         )
     assert not out.exists()
 

@@ -20,7 +20,7 @@ import torch
 
 from conftest import S3Server
 from helpers import GitRepo, free_port, make_onnx, make_torch_export, make_torchscript
-from nexus.metadata import TensorSpec
+from nexus.metadata import Signature, TensorSpec
 from nexus.publish import publish
 from nexus.registry import Project
 from nexus.triton_config import ServingOptions
@@ -95,26 +95,32 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         project,
         "ts",
         repository=repository,
-        inputs=[spec("x", "float32", [-1, 4])],
-        outputs=[spec("y", "float32", [-1, 3])],
+        signature=Signature([spec("x", "float32", [-1, 4])], [spec("y", "float32", [-1, 3])]),
     )
     publish(project, "exp", repository=repository)
-    publish(project, "sum", repository=repository, inputs=[spec("x", "float32", [-1, 4])],
-            outputs=[spec("total", "float32", [-1])])  # fmt: skip
+    publish(
+        project,
+        "sum",
+        repository=repository,
+        signature=Signature([spec("x", "float32", [-1, 4])], [spec("total", "float32", [-1])]),
+    )
     publish(project, "onx", repository=repository, options=ServingOptions(warmup=True, max_queue_size=64))
     publish(
         project,
         "two",
         repository=repository,
-        inputs=[spec("a", "float16", [-1, 3]), spec("b", "int64", [-1, 2])],
-        outputs=[spec("sum", "float16", [-1, 3]), spec("plus_one", "int32", [-1, 2])],
+        signature=Signature(
+            [spec("a", "float16", [-1, 3]), spec("b", "int64", [-1, 2])],
+            [spec("sum", "float16", [-1, 3]), spec("plus_one", "int32", [-1, 2])],
+        ),
     )
     publish(
         project,
         "tok",
         repository=repository,
-        inputs=[spec("ids", "int64", [-1, -1]), spec("mask", "bool", [-1, -1])],
-        outputs=[spec("pooled", "float32", [-1, 8])],
+        signature=Signature(
+            [spec("ids", "int64", [-1, -1]), spec("mask", "bool", [-1, -1])], [spec("pooled", "float32", [-1, 8])]
+        ),
     )
     server = TritonServer(
         repository=str(repository), http_port=free_port(), grpc_port=free_port(), metrics_port=free_port()

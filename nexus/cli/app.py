@@ -394,8 +394,7 @@ def publish(
         commit=commit,
         repository=repository,
         options=options,
-        inputs=signature.inputs if signature else None,
-        outputs=signature.outputs if signature else None,
+        signature=signature,
         dry_run=dry_run,
     )
     out = stdout()
