@@ -101,8 +101,12 @@ def sync_latest(project: Project, repository: Path) -> SyncResult:
 
 
 def check_ports(host: str, ports: dict[str, int]) -> None:
-    """Raise :class:`PortInUseError` for the first port that cannot be bound."""
+    """Raise :class:`PortInUseError` for the first port that cannot be bound, or one given twice."""
+    seen: dict[int, str] = {}
     for option, port in ports.items():
+        if port in seen:
+            raise NexusError(f"{seen[port]} and {option} are both {port}; give each a port of its own")
+        seen[port] = option
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             try:
                 s.bind((host, port))

@@ -45,11 +45,19 @@ class GitRepo:
         return self.git("status", "--porcelain")
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    """A free loopback port, never one this process handed out before (the kernel may offer the
+    same ephemeral port to consecutive calls, and a server given two equal ports fails to start)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port: int = s.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def _mlp(seed: int):  # type: ignore[no-untyped-def]

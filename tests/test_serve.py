@@ -144,3 +144,13 @@ def make_second_export(folder: Path) -> Path:
     from helpers import make_torch_export
 
     return make_torch_export(folder / "second.pt2", seed=1)
+
+
+def test_the_same_port_twice_is_a_one_line_error(repo: GitRepo) -> None:
+    port = str(free_port())
+    exe = Path(sys.executable).with_name("nexus")
+    result = subprocess.run(
+        [str(exe), "serve", "--http-port", port, "--grpc-port", port], cwd=repo.root, capture_output=True, text=True
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"Error: --http-port and --grpc-port are both {port}; give each a port of its own"
