@@ -7,6 +7,7 @@ read back from its `config.pbtxt`.
 
 from __future__ import annotations
 
+import io
 import json
 import socket
 import urllib.error
@@ -15,11 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nexus.errors import NexusError
+from nexus.errors import NexusError, ObjectMissingError
 from nexus.metadata import Signature
-from nexus.publish import CONFIG, PublishResult, publish
+from nexus.publish import CONFIG, PublishResult, publish, triton_repository_path
 from nexus.registry import Project
-from nexus.storage import parse_storage_uri
+from nexus.storage import Storage, open_storage, parse_storage_uri
 from nexus.triton_config import ServingOptions, SignatureError, parse_config, read_serving
 from nexus.triton_server import TritonServer
 
@@ -43,17 +44,49 @@ class SyncResult:
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
-def local_repository(project: Project, repository: str | None) -> Path:
-    """The model repository folder `nexus serve` runs Triton on (only local folders, for now)."""
+@dataclass(frozen=True)
+class ModelRepository:
+    """The Triton model repository `nexus serve` runs on: a local folder, or a bucket prefix."""
+
+    #: The folder (absolute), or the bucket URI as given.
+    target: Path | str
+    #: What `tritonserver --model-repository` is given (`s3://http://host:port/...` with an endpoint).
+    triton_path: str
+    #: The bucket's storage; None for a local folder.
+    storage: Storage | None = None
+    #: Extra environment for Triton to reach the bucket (an emulator endpoint, for instance).
+    env: dict[str, str] = field(default_factory=dict)
+
+    def read_text(self, key: str) -> str | None:
+        """The text of ``key`` (`MODEL/config.pbtxt`), or None when it is not there."""
+        if self.storage is None:
+            path = Path(self.target) / key
+            return path.read_text(encoding="utf-8") if path.is_file() else None
+        buffer = io.BytesIO()
+        try:
+            self.storage.download(key, buffer)
+        except ObjectMissingError:
+            return None
+        return buffer.getvalue().decode("utf-8")
+
+    def __str__(self) -> str:
+        return str(self.target)
+
+
+def open_repository(project: Project, repository: str | None = None) -> ModelRepository:
+    """The repository given, else `[publish] repository` from `.nexusrc`."""
     target = repository or project.config.publish.repository
     location = parse_storage_uri(target)
-    if location.scheme != "file":
-        raise NexusError(
-            f"nexus serve runs on a local repository folder, not {target}; publish there with -r, "
-            "or run tritonserver --model-repository on the bucket"
-        )
-    folder = Path(location.bucket).expanduser()
-    return folder if folder.is_absolute() else project.root / folder
+    if location.scheme == "file":
+        folder = Path(location.bucket).expanduser()
+        folder = folder if folder.is_absolute() else project.root / folder
+        return ModelRepository(folder, str(folder))
+    settings = project.config.storage
+    env: dict[str, str] = {}
+    if location.scheme == "gs" and parse_storage_uri(settings.uri).scheme == "gs" and settings.endpoint_url:
+        env["CLOUD_STORAGE_EMULATOR_ENDPOINT"] = settings.endpoint_url
+    storage = open_storage(target, settings, project.root)
+    return ModelRepository(target, triton_repository_path(target, settings), storage, env)
 
 
 @dataclass(frozen=True)
@@ -65,17 +98,17 @@ class Published:
     signature: Signature
 
 
-def read_published(repository: Path, model: str) -> Published | None:
-    """The model's published config in a local repository, or None when it was never published."""
-    path = repository / model / CONFIG
-    if not path.is_file():
+def read_published(repository: ModelRepository, model: str) -> Published | None:
+    """The model's published config, or None when it was never published there."""
+    text = repository.read_text(f"{model}/{CONFIG}")
+    if text is None:
         return None
-    config = parse_config(path.read_text(encoding="utf-8"))
+    config = parse_config(text)
     options, signature = read_serving(config)
     return Published(next(iter(config.version_policy.specific.versions), None), options, signature)
 
 
-def sync_latest(project: Project, repository: Path) -> SyncResult:
+def sync_latest(project: Project, repository: ModelRepository) -> SyncResult:
     """Publish every model's latest version that the repository does not serve yet."""
     result = SyncResult()
     for name, record in sorted(project.read_metadata().models.items()):
@@ -90,7 +123,7 @@ def sync_latest(project: Project, repository: Path) -> SyncResult:
                     project,
                     name,
                     version=latest.version,
-                    repository=repository,
+                    repository=repository.target,
                     options=published.options if published else None,
                     signature=published.signature if published else None,
                 )
@@ -201,7 +234,7 @@ def load_version(server: str, model: str, version: int, timeout: float = 300, ke
 SERVER_FILE = "server.json"
 
 
-def write_server_file(project: Project, server: TritonServer, repository: Path) -> Path:
+def write_server_file(project: Project, server: TritonServer, repository: ModelRepository) -> Path:
     """Record the running server in `.nexus/server.json`, so publish and rollback can find it."""
     import os
 
@@ -232,7 +265,7 @@ def swap(
     model: str,
     version: int,
     server: str,
-    repository: Path,
+    repository: ModelRepository,
     options: ServingOptions | None = None,
     signature: Signature | None = None,
 ) -> PublishResult:
@@ -249,7 +282,9 @@ def swap(
     if kept is not None:
         options = options or kept.options
         signature = signature or kept.signature
-    result = publish(project, model, version=version, repository=repository, options=options, signature=signature)
+    result = publish(
+        project, model, version=version, repository=repository.target, options=options, signature=signature
+    )
     key = api_key(project)
     try:
         load_version(server, model, version, key=key)
@@ -258,7 +293,12 @@ def swap(
         if kept is None or kept.version is None or kept.version == version:
             raise
         publish(
-            project, model, version=kept.version, repository=repository, options=kept.options, signature=kept.signature
+            project,
+            model,
+            version=kept.version,
+            repository=repository.target,
+            options=kept.options,
+            signature=kept.signature,
         )
         load_version(server, model, kept.version, key=key)
         raise HotSwapError(f"{model} v{version} failed on {server} ({e}); v{kept.version} is served again") from e

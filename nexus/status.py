@@ -11,7 +11,7 @@ from typing import Any
 
 from nexus.errors import NexusError
 from nexus.registry import Project
-from nexus.serve import _http, local_repository, read_published
+from nexus.serve import _http, open_repository, read_published
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,7 @@ def _averages(stats: dict[str, Any] | None) -> tuple[float | None, float | None,
 
 def model_status(project: Project, server: str | None = None, repository: str | None = None) -> list[ModelStatus]:
     """The status of every model in `.nexus_meta.json`; ``server`` adds what Triton serves."""
-    folder = local_repository(project, repository)
+    folder = open_repository(project, repository)
     statuses = []
     for name, record in sorted(project.read_metadata().models.items()):
         latest = record.current()

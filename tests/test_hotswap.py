@@ -28,6 +28,7 @@ from nexus.serve import (
     HotSwapError,
     api_key,
     load_version,
+    open_repository,
     restricted_api_args,
     swap,
     sync_latest,
@@ -69,7 +70,7 @@ def serving(repo: GitRepo, tmp_path: Path) -> Iterator[tuple[Project, TritonServ
     project = Project.open()
     project.store(make_torch_export(tmp_path / "v1.pt2", seed=0), "m")
     repository = tmp_path / "repository"
-    sync_latest(project, repository)
+    sync_latest(project, open_repository(project, str(repository)))
     server = TritonServer(
         repository=str(repository),
         http_port=free_port(),
@@ -102,7 +103,7 @@ def test_publish_and_rollback_under_load_fail_no_request(
         time.sleep(1)
         repo.gen({"train.py": "v2\n"}, commit="v2")
         project.store(v2_file, "m")
-        sync_latest(project, repository)  # publishes v2, keeping the options
+        sync_latest(project, open_repository(project, str(repository)))  # publishes v2, keeping the options
         load_version(server.url, "m", 2, key=api_key(project))
         swapped = time.monotonic()
         time.sleep(1)
@@ -148,7 +149,7 @@ def test_a_version_that_fails_after_loading_is_swapped_back_by_itself(repo: GitR
     project = Project.open()
     project.store(tmp_path / "v1.pt", "m", signature=signature)
     repository = tmp_path / "repository"
-    sync_latest(project, repository)
+    sync_latest(project, open_repository(project, str(repository)))
     server = TritonServer(
         repository=str(repository), http_port=free_port(), grpc_port=free_port(), metrics_port=free_port()
     )
@@ -157,7 +158,7 @@ def test_a_version_that_fails_after_loading_is_swapped_back_by_itself(repo: GitR
         project.store(tmp_path / "v2.pt", "m", signature=signature)
 
         with pytest.raises(HotSwapError, match=r"m v2 failed on .*: cannot serve a batch of one\); v1 is served again"):
-            swap(project, "m", 2, server.url, repository)
+            swap(project, "m", 2, server.url, open_repository(project, str(repository)))
 
         config = parse_config((repository / "m" / "config.pbtxt").read_text())
         assert list(config.version_policy.specific.versions) == [1]
@@ -170,7 +171,7 @@ def test_cli_publish_finds_the_running_server_and_switches_it(
 ) -> None:
     project, server, repository = serving
     (repo.root / ".nexusrc").write_text(f'[publish]\nrepository = "{repository}"\n')
-    write_server_file(project, server, repository)  # as `nexus serve` does
+    write_server_file(project, server, open_repository(project, str(repository)))  # as `nexus serve` does
     repo.gen({"train.py": "v2\n"}, commit="v2")
     v2_file = make_torch_export(tmp_path / "v2.pt2", seed=1)
     project.store(v2_file, "m")
@@ -242,7 +243,7 @@ def test_status_catches_drift_between_metadata_repository_and_server(
     table = CliRunner().invoke(app, ["status", "--server", server.url])
     assert "drift m: server runs v1, metadata says v2" in table.stdout
 
-    swap(project, "m", 2, server.url, repository)
+    swap(project, "m", 2, server.url, open_repository(project, str(repository)))
     (m,) = json.loads(CliRunner().invoke(app, ["status", "--server", server.url, "--json"]).stdout)
     assert (m["latest"], m["published"], m["live"], m["drift"]) == (2, 2, [2], [])
 

@@ -19,7 +19,7 @@ import torch
 from helpers import GitRepo, free_port
 from nexus.publish import publish
 from nexus.registry import Project
-from nexus.serve import sync_latest
+from nexus.serve import open_repository, sync_latest
 from nexus.triton_config import ServingOptions, parse_config
 
 pytestmark = pytest.mark.slow
@@ -131,13 +131,13 @@ def test_sync_keeps_the_serving_options_of_an_earlier_publish(
     project.store(models["onnx"], "other")
     project.store(make_second_export(tmp_path), "m")
 
-    synced = sync_latest(project, out)
+    synced = sync_latest(project, open_repository(project, str(out)))
 
     assert sorted((r.model_name, r.version.version) for r in synced.published) == [("m", 2), ("other", 1)]
     config = parse_config((out / "m" / "config.pbtxt").read_text())
     assert list(config.version_policy.specific.versions) == [2]
     assert (config.max_batch_size, config.instance_group[0].count) == (8, 2)
-    assert sync_latest(project, out).up_to_date == ["m", "other"]
+    assert sync_latest(project, open_repository(project, str(out))).up_to_date == ["m", "other"]
 
 
 def make_second_export(folder: Path) -> Path:
@@ -154,3 +154,57 @@ def test_the_same_port_twice_is_a_one_line_error(repo: GitRepo) -> None:
     )
     assert result.returncode == 1
     assert result.stderr.strip() == f"Error: --http-port and --grpc-port are both {port}; give each a port of its own"
+
+
+@pytest.mark.parametrize("scheme", ["s3", "gs"])
+def test_serve_runs_triton_on_a_bucket_repository_and_hot_swaps_there(
+    scheme: str, repo: GitRepo, models: dict[str, Path], tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """The repository lives in a bucket (moto S3 / the GCS emulator over HTTP); Triton reads it from there."""
+    import tritonclient.grpc as grpcclient
+
+    fixture = {"s3": "s3", "gs": "gcs"}[scheme]
+    bucket = request.getfixturevalue(f"{fixture}_bucket")
+    endpoint = request.getfixturevalue(f"{fixture}_server").endpoint
+    (repo.root / ".nexusrc").write_text(
+        f'[storage]\nuri = "{scheme}://{bucket}/store"\nendpoint_url = "{endpoint}"\n'
+        f'[publish]\nrepository = "{scheme}://{bucket}/repository"\n'
+    )
+    project = Project.open()
+    project.store(models["torch_export"], "m")
+    process, ports = start_serve(repo)
+    try:
+        lines, _ = wait_for_ready(process)
+        assert [line.split() for line in lines if line.split()[:1] == ["m"]] == [["m", "1", "READY"]]
+        x = np.random.default_rng(1).standard_normal((3, 4)).astype(np.float32)
+        client = grpcclient.InferenceServerClient(f"127.0.0.1:{ports['grpc']}")
+
+        def infer() -> np.ndarray:
+            inputs = [grpcclient.InferInput("input", list(x.shape), "FP32")]
+            inputs[0].set_data_from_numpy(x)
+            response = client.infer("m", inputs)
+            (output,) = response.get_response().outputs
+            result = response.as_numpy(output.name)
+            assert result is not None
+            return result
+
+        with torch.inference_mode():
+            expected = torch.export.load(str(models["torch_export"])).module()(torch.from_numpy(x))
+        torch.testing.assert_close(torch.tensor(infer()), expected)
+
+        # a new version, published to the bucket and swapped in through the running server
+        second = make_second_export(tmp_path)
+        repo.gen({"train.py": "v2\n"}, commit="v2")
+        project.store(second, "m")
+        published = subprocess.run(
+            [str(Path(sys.executable).with_name("nexus")), "publish", "m"],
+            cwd=repo.root, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert published.returncode == 0, published.stderr
+        assert "Published m v2 and switched" in published.stdout
+        with torch.inference_mode():
+            expected = torch.export.load(str(second)).module()(torch.from_numpy(x))
+        torch.testing.assert_close(torch.tensor(infer()), expected)
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=60)

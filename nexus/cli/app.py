@@ -281,9 +281,9 @@ def rollback(
     )
     live = _live_server(project, server, None)
     if live is not None:
-        from nexus.serve import local_repository, swap
+        from nexus.serve import open_repository, swap
 
-        swap(project, model_name, result.to_version, live, local_repository(project, None))
+        swap(project, model_name, result.to_version, live, open_repository(project))
         out.print(f"Switched {live} to {model_name} v{result.to_version}.")
     if commit:
         from nexus import git_utils
@@ -379,10 +379,10 @@ def publish(
     project = _project()
     live = None if dry_run else _live_server(project, server, repository)
     if live is not None:
-        from nexus.serve import local_repository, swap
+        from nexus.serve import open_repository, swap
 
         v = project.resolve(model_name, version, commit)
-        swapped = swap(project, model_name, v.version, live, local_repository(project, repository), options, signature)
+        swapped = swap(project, model_name, v.version, live, open_repository(project, repository), options, signature)
         stdout().print(f"Published {model_name} v{v.version} and switched {live} to it (commit {v.short_commit}).")
         for name in swapped.files:
             stdout().print(f"  {name}")
@@ -417,7 +417,8 @@ def publish(
 @_handles_errors
 def serve(
     repository: Annotated[
-        str | None, typer.Option("--repository", "-r", help="Repository folder (default: [publish] in .nexusrc).")
+        str | None,
+        typer.Option("--repository", "-r", help="Folder or s3:// / gs:// URI (default: [publish] in .nexusrc)."),
     ] = None,
     http_port: Annotated[int, typer.Option(help="KServe v2 HTTP port.")] = 8000,
     grpc_port: Annotated[int, typer.Option(help="KServe v2 gRPC port.")] = 8001,
@@ -442,7 +443,7 @@ def serve(
         api_key,
         check_ports,
         loaded_models,
-        local_repository,
+        open_repository,
         restricted_api_args,
         sync_latest,
         write_server_file,
@@ -450,21 +451,22 @@ def serve(
     from nexus.triton_server import TritonError, TritonServer
 
     project = _project()
-    folder = local_repository(project, repository)
+    target = open_repository(project, repository)
     out, err = stdout(), stderr()
     if not no_publish:
-        synced = sync_latest(project, folder)
+        synced = sync_latest(project, target)
         for r in synced.published:
             out.print(f"Published {r.model_name} v{r.version.version} (commit {r.version.short_commit})")
         for name, reason in synced.skipped:
             err.print(f"[yellow]Skipped[/] {name}: {escape(reason)}")
-    folder.mkdir(parents=True, exist_ok=True)
+    if isinstance(target.target, Path):
+        target.target.mkdir(parents=True, exist_ok=True)
     check_ports(host, {"--http-port": http_port, "--grpc-port": grpc_port, "--metrics-port": metrics_port})
     log = log_file or project.root / ".nexus" / "triton.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     key = api_key(project)
     server = TritonServer(
-        repository=str(folder),
+        repository=target.triton_path,
         http_port=http_port,
         grpc_port=grpc_port,
         metrics_port=metrics_port,
@@ -472,6 +474,7 @@ def serve(
         log_file=log,
         binary=tritonserver,
         extra_args=restricted_api_args(key),
+        env=target.env,
     )
 
     def terminate(signum: int, frame: object) -> None:
@@ -491,7 +494,7 @@ def serve(
         out.print(f"gRPC    {host}:{grpc_port}")
         out.print(f"metrics http://{host}:{metrics_port}/metrics")
         out.print(f"Triton log: {log}")
-        write_server_file(project, server, folder)
+        write_server_file(project, server, target)
         out.print(f"Ready: tritonserver pid {server.pid}. Press Ctrl-C to stop.")
         while server.is_alive():
             time.sleep(0.5)
