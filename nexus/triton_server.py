@@ -127,6 +127,8 @@ class TritonServer:
             f"--model-control-mode={self.model_control}",
             "--exit-timeout-secs=10",
             "--log-verbose=0",
+            # p50/p99 for the dashboards: nv_inference_{request,queue,compute_*}_summary_us with quantiles
+            "--metrics-config=summary_latencies=true",
         ]
         if self.model_control == "explicit":
             args += [f"--load-model={m}" for m in self.load_models]
