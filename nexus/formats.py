@@ -106,7 +106,8 @@ def _export_signature(path: Path) -> Signature:
     import torch
 
     try:
-        program = torch.export.load(str(path))
+        with open(path, "rb") as f:  # a file object: torch warns about names without a .pt2 suffix
+            program = torch.export.load(f)
     except Exception as e:
         raise UnsupportedFormatError(
             path, f"a torch.export archive that torch {torch.__version__} cannot load ({e})"

@@ -42,7 +42,8 @@ def _load_runner(artifact: Path, fmt: str, output_names: list[str]) -> Any:
         elif fmt == "torchscript":
             module = torch.jit.load(str(artifact), map_location="cpu")  # type: ignore[no-untyped-call]
         else:
-            module = torch.export.load(str(artifact)).module()
+            with open(artifact, "rb") as f:  # a file object: the cache's names have no .pt2 suffix
+                module = torch.export.load(f).module()
     except Exception as e:  # the runtimes raise many types; all mean the same here
         detail = (str(e).splitlines() or [""])[0]
         raise ModelLoadError(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -66,6 +67,11 @@ def find_triton(binary: Path | None = None) -> TritonInstall:
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+#: Log lines tritonserver writes on a machine without a GPU; they never explain a failure.
+_HARMLESS = ("CudaDriverHelper", "NVML", "DCGM", "cudaGetDeviceCount", "pinned memory", "CUDA memory pool")
+_FAILED_LOAD = re.compile(r"failed to load '(?P<model>[^']+)' version (?P<version>\d+): (?P<reason>.*)")
 
 
 class TritonServer:
@@ -170,10 +176,25 @@ class TritonServer:
         return "\n".join(lines[-last:] if last else lines)
 
     def errors(self, last: int = 10) -> str:
-        """The server's error lines (model load failures among them), else its last lines."""
+        """What went wrong, from the server's log: one line per error, the harmless CPU-only ones left out.
+
+        A model that failed to load reads ``m v1 failed to load: <Triton's reason>``; without error
+        lines, the log's last lines are returned.
+        """
         lines = self.logs().splitlines()
-        errors = [line for line in lines if line.startswith("E") or "failed to load" in line]
-        return "\n".join((errors or lines)[-last:])
+        found: list[str] = []
+        for line in lines:
+            if not (line.startswith("E") or "failed to load" in line) or any(n in line for n in _HARMLESS):
+                continue
+            message = line.split("] ", 1)[-1].strip().strip('"').split("\\n")[0]
+            if failed := _FAILED_LOAD.match(message):
+                message = f"{failed['model']} v{failed['version']} failed to load: {failed['reason']}"
+            elif message.startswith("failed to load '") or "failed to load all models" in message:
+                continue  # the per-version line says it better
+            if message not in found:
+                found.append(message)
+        text = "\n".join((found or lines)[-last:])
+        return f"{text}\n(Triton's log: {self.log_file})"
 
     def wait_ready(self, timeout: float = 120.0) -> None:
         """Wait until `/v2/health/ready` answers 200; raise with the server's last log lines if not."""

@@ -208,3 +208,23 @@ def test_serve_runs_triton_on_a_bucket_repository_and_hot_swaps_there(
     finally:
         process.send_signal(signal.SIGINT)
         process.communicate(timeout=60)
+
+
+def test_a_model_that_fails_to_load_is_a_clear_error_with_tritons_reason(
+    repo: GitRepo, models: dict[str, Path]
+) -> None:
+    project = Project.open()
+    project.store(models["torch_export"], "m")
+    result = publish(project, "m")
+    artifact = Path(result.repository) / "m" / "1" / "model.pt2"
+    artifact.chmod(0o644)
+    artifact.write_bytes(b"not a model")  # damaged after publishing
+    process, _ = start_serve(repo, "--no-publish")
+    out, err = process.communicate(timeout=180)
+    assert process.returncode == 1, out + err
+    assert err.startswith("Error: "), err
+    assert "m v1 failed to load: Internal: BadZipFile" in err
+    assert "NVML" not in err, "harmless CPU-only log lines are left out"
+    assert f"(Triton's log: {repo.root / '.nexus' / 'triton.log'})" in err
+    assert "Traceback" not in err
+    assert "Ready:" not in out
