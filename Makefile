@@ -19,8 +19,8 @@ demo: setup  ## the main job: an end-to-end control-plane demo on local storage
 	$(VENV)/bin/nexus demo
 
 lint: setup
-	$(VENV)/bin/ruff check nexus tests benchmarks model_repository_templates
-	$(VENV)/bin/ruff format --check nexus tests benchmarks model_repository_templates
+	$(VENV)/bin/ruff check nexus tests benchmarks loadtest model_repository_templates
+	$(VENV)/bin/ruff format --check nexus tests benchmarks loadtest model_repository_templates
 
 typecheck: setup
 	$(VENV)/bin/mypy
