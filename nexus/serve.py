@@ -241,23 +241,39 @@ def write_server_file(project: Project, server: TritonServer, repository: ModelR
     from nexus.atomic import atomic_write_text
 
     path = project.root / ".nexus" / SERVER_FILE
-    record = {"url": server.url, "pid": os.getpid(), "repository": str(repository)}
+    record = {
+        "url": server.url,
+        "grpc": f"{server.host}:{server.grpc_port}",
+        "pid": os.getpid(),
+        "repository": str(repository),
+    }
     atomic_write_text(path, json.dumps(record, indent=2) + "\n")
     return path
 
 
-def find_server(project: Project) -> str | None:
-    """The URL of the `nexus serve` running for this project, if there is one."""
+def _server_record(project: Project) -> dict[str, Any] | None:
+    """`.nexus/server.json` if the `nexus serve` that wrote it still runs."""
     import os
 
     path = project.root / ".nexus" / SERVER_FILE
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
+        record: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
         os.kill(int(record["pid"]), 0)
     except (FileNotFoundError, ProcessLookupError, ValueError, KeyError, PermissionError):
         return None
-    url: str = record["url"]
-    return url
+    return record
+
+
+def find_server(project: Project) -> str | None:
+    """The HTTP URL of the `nexus serve` running for this project, if there is one."""
+    record = _server_record(project)
+    return str(record["url"]) if record else None
+
+
+def find_grpc_address(project: Project) -> str | None:
+    """HOST:PORT of the gRPC endpoint of the `nexus serve` running for this project, if there is one."""
+    record = _server_record(project)
+    return str(record["grpc"]) if record and "grpc" in record else None
 
 
 def swap(

@@ -592,6 +592,123 @@ def status(
             out.print(f"[bold red]drift[/] {s.model_name}: {problem}")
 
 
+@app.command()
+@_handles_errors
+def loadtest(
+    model_name: ModelArg,
+    users: Annotated[int, typer.Option("--users", "-u", help="Concurrent users (the most, with --step-users).")] = 16,
+    spawn_rate: Annotated[
+        float | None, typer.Option("--spawn-rate", "-r", help="Users started per second (default: all at once).")
+    ] = None,
+    duration: Annotated[str, typer.Option("--duration", "-t", help="How long: 30s, 2m, 1h30m.")] = "30s",
+    server: Annotated[
+        str | None,
+        typer.Option(help="Triton's HTTP URL (default: the running `nexus serve`, else http://127.0.0.1:8000)."),
+    ] = None,
+    protocol: Annotated[str, typer.Option(help="http or grpc.")] = "http",
+    grpc_address: Annotated[
+        str | None, typer.Option(help="HOST:PORT for --protocol grpc (default: the running `nexus serve`'s).")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Samples per request.")] = 1,
+    binary: Annotated[
+        bool, typer.Option("--binary", help="Tensors as raw bytes (Triton's binary extension), not JSON.")
+    ] = False,
+    step_users: Annotated[
+        int | None,
+        typer.Option(help="Step load: add this many users every --step-time, up to --users (finds the knee)."),
+    ] = None,
+    step_time: Annotated[str, typer.Option(help="How long each step lasts.")] = "10s",
+    results: Annotated[
+        Path | None,
+        typer.Option(help="Folder for Locust's CSVs (default: .nexus/loadtest in a project, else ./loadtest-results)."),
+    ] = None,
+) -> None:
+    """Drive a served model with Locust, headless, and summarise latency, throughput and Triton's batching."""
+    from datetime import datetime
+
+    from nexus.errors import NexusError
+    from nexus.loadtest import LoadTestSettings, parse_duration, run_loadtest
+    from nexus.serve import find_grpc_address, find_server
+
+    try:
+        project: Project | None = _project()
+    except NexusError:
+        project = None
+    folder = results or (project.root / ".nexus" / "loadtest" if project else Path("loadtest-results"))
+    settings = LoadTestSettings(
+        model=model_name,
+        server=server or (find_server(project) if project else None) or "http://127.0.0.1:8000",
+        users=users,
+        spawn_rate=spawn_rate,
+        duration=parse_duration(duration),
+        batch_size=batch_size,
+        binary=binary,
+        protocol=protocol,
+        grpc_address=grpc_address or (find_grpc_address(project) if project else None),
+        step_users=step_users,
+        step_time=parse_duration(step_time),
+        results=folder,
+    )
+    settings.check()
+    out = stdout()
+    what = (
+        f"{users} users for {settings.duration:g}s"
+        if step_users is None
+        else f"steps of {step_users} users every {settings.step_time:g}s up to {users}"
+    )
+    with out.status(f"Load-testing {model_name} on {settings.server} over {protocol}: {what}..."):
+        report = run_loadtest(settings, datetime.now(UTC).strftime("%Y%m%d-%H%M%S"))
+    _print_loadtest(report)
+    if report.failures:
+        raise typer.Exit(1)
+
+
+def _print_loadtest(report: Any) -> None:
+    def ms(value: float | None) -> str:
+        return "-" if value is None or value != value else f"{value:.1f}"
+
+    out = stdout()
+    table = Table(title=f"{report.settings.model}: Locust", box=None, header_style="bold", title_justify="left")
+    for column in ("requests", "failures", "req/s", "p50 ms", "p95 ms", "p99 ms", "avg ms"):
+        table.add_column(column, justify="right")
+    table.add_row(
+        str(report.requests),
+        f"[red]{report.failures}[/]" if report.failures else "0",
+        f"{report.requests_per_s:.1f}",
+        ms(report.p50_ms),
+        ms(report.p95_ms),
+        ms(report.p99_ms),
+        ms(report.average_ms),
+    )
+    out.print(table)
+    t = report.triton
+    if isinstance(t, str):
+        out.print(f"[yellow]{escape(t)}[/]")
+    else:
+        triton = Table(title="Triton, same run", box=None, header_style="bold", title_justify="left")
+        for column in ("requests", "avg batch", "queue ms", "input ms", "infer ms", "output ms"):
+            triton.add_column(column, justify="right")
+        batch = t.average_batch
+        triton.add_row(
+            str(t.success),
+            "-" if batch is None else f"{batch:.1f}",
+            *(ms(t.per_request_ms(ns)) for ns in (t.queue_ns, t.input_ns, t.infer_ns, t.output_ns)),
+        )
+        out.print(triton)
+    if report.steps:
+        steps = Table(title="Steps", box=None, header_style="bold", title_justify="left")
+        for column in ("users", "req/s", "p50 ms", "p95 ms", "failures/s"):
+            steps.add_column(column, justify="right")
+        for s in report.steps:
+            steps.add_row(
+                str(s.users), f"{s.requests_per_s:.1f}", ms(s.p50_ms), ms(s.p95_ms), f"{s.failures_per_s:.1f}"
+            )
+        out.print(steps)
+    for count, reason in report.failure_reasons[:5]:
+        out.print(f"[red]{count} x[/] {escape(reason)}")
+    out.print(f"Results: {report.results} ({', '.join(p.name for p in report.csv_files)})")
+
+
 @app.command(hidden=True)
 def demo(
     folder: Annotated[

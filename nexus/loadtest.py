@@ -1,0 +1,338 @@
+"""`nexus loadtest`: Locust, headless, against a served model; then one summary with Triton's own statistics.
+
+Locust runs in a process of its own (it patches the standard library with gevent) on the
+locustfiles in `loadtest/` (shipped in the package as `nexus/locustfiles`). Its CSVs go to a results
+folder; the summary adds what Triton measured over the same run: executed batch size, queue time
+and compute time per request, from the difference of `/v2/models/MODEL/stats` before and after.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from nexus.errors import NexusError
+
+
+class LoadTestError(NexusError):
+    """The load test could not run, or produced no results."""
+
+
+_DURATION = re.compile(r"^(?:(?P<h>\d+(?:\.\d+)?)h)?(?:(?P<m>\d+(?:\.\d+)?)m)?(?:(?P<s>\d+(?:\.\d+)?)s?)?$")
+
+
+def parse_duration(text: str) -> float:
+    """`30s`, `2m`, `1h30m` or a number of seconds -> seconds."""
+    match = _DURATION.match(text.strip())
+    if not text.strip() or match is None or not any(match.groupdict().values()):
+        raise LoadTestError(f"cannot read the duration {text!r}; write e.g. 30s, 2m or 1h30m")
+    parts = {k: float(v) for k, v in match.groupdict().items() if v}
+    seconds = parts.get("h", 0) * 3600 + parts.get("m", 0) * 60 + parts.get("s", 0)
+    if seconds <= 0:
+        raise LoadTestError(f"the duration {text!r} is not positive; write e.g. 30s")
+    return seconds
+
+
+@dataclass(frozen=True)
+class LoadTestSettings:
+    """What `nexus loadtest` runs. ``step_users`` switches to the step-load shape."""
+
+    model: str
+    server: str = "http://127.0.0.1:8000"
+    users: int = 16
+    spawn_rate: float | None = None  # default: all users at once
+    duration: float = 30.0
+    batch_size: int = 1
+    binary: bool = False
+    protocol: str = "http"
+    grpc_address: str | None = None
+    step_users: int | None = None
+    step_time: float = 10.0
+    results: Path = Path("loadtest-results")
+
+    def check(self) -> None:
+        if self.protocol not in ("http", "grpc"):
+            raise LoadTestError(f"unknown protocol {self.protocol!r}; use http or grpc")
+        if self.users < 1 or self.batch_size < 1:
+            raise LoadTestError("--users and --batch-size must be at least 1")
+        if self.spawn_rate is not None and self.spawn_rate <= 0:
+            raise LoadTestError("--spawn-rate must be positive")
+        if self.step_users is not None and (self.step_users < 1 or self.step_time <= 0):
+            raise LoadTestError("--step-users must be at least 1 and --step-time positive")
+        if not self.server.startswith(("http://", "https://")):
+            raise LoadTestError(f"--server takes Triton's HTTP URL (http://HOST:PORT), not {self.server!r}")
+
+
+@dataclass(frozen=True)
+class TritonCounters:
+    """Triton's cumulative statistics for one model (all versions summed)."""
+
+    success: int = 0
+    failure: int = 0
+    inferences: int = 0
+    executions: int = 0
+    queue_ns: int = 0
+    input_ns: int = 0
+    infer_ns: int = 0
+    output_ns: int = 0
+
+    def __sub__(self, other: TritonCounters) -> TritonCounters:
+        return TritonCounters(*(getattr(self, f.name) - getattr(other, f.name) for f in fields(self)))
+
+    @property
+    def average_batch(self) -> float | None:
+        return self.inferences / self.executions if self.executions else None
+
+    def per_request_ms(self, ns: int) -> float | None:
+        return ns / self.success / 1e6 if self.success else None
+
+
+def triton_counters(server: str, model: str) -> TritonCounters:
+    """Read `/v2/models/MODEL/stats` and sum it over the model's versions."""
+    stats = _get_json(f"{server.rstrip('/')}/v2/models/{model}/stats")
+    total: dict[str, int] = {}
+    for entry in stats.get("model_stats", []):
+        inference = entry.get("inference_stats", {})
+        for key, value in {
+            "success": inference.get("success", {}).get("count", 0),
+            "failure": inference.get("fail", {}).get("count", 0),
+            "inferences": entry.get("inference_count", 0),
+            "executions": entry.get("execution_count", 0),
+            "queue_ns": inference.get("queue", {}).get("ns", 0),
+            "input_ns": inference.get("compute_input", {}).get("ns", 0),
+            "infer_ns": inference.get("compute_infer", {}).get("ns", 0),
+            "output_ns": inference.get("compute_output", {}).get("ns", 0),
+        }.items():
+            total[key] = total.get(key, 0) + int(value)
+    return TritonCounters(**total)
+
+
+def _get_json(url: str) -> dict[str, Any]:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as r:  # noqa: S310 - the Triton under test
+            data: dict[str, Any] = json.loads(r.read())
+            return data
+    except urllib.error.HTTPError as e:
+        body = e.read().decode(errors="replace")
+        reason = json.loads(body).get("error", body) if body.startswith("{") else body
+        raise LoadTestError(f"{url} answered {e.code}: {reason}") from e
+    except (urllib.error.URLError, OSError) as e:
+        base = url.split("/v2/")[0]
+        raise LoadTestError(f"cannot reach Triton at {base} ({e}); start it with `nexus serve` or pass --server") from e
+
+
+@dataclass(frozen=True)
+class Step:
+    """One level of a step load: its users and what they got."""
+
+    users: int
+    requests_per_s: float
+    p50_ms: float
+    p95_ms: float
+    failures_per_s: float
+
+
+@dataclass
+class LoadTestReport:
+    settings: LoadTestSettings
+    requests: int
+    failures: int
+    requests_per_s: float
+    average_ms: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    #: Triton's statistics over the run, or why there are none
+    triton: TritonCounters | str
+    results: Path
+    csv_files: list[Path]
+    #: (count, method, name, reason), most frequent first
+    failure_reasons: list[tuple[int, str]] = field(default_factory=list)
+    steps: list[Step] = field(default_factory=list)
+
+
+def locustfiles() -> Path:
+    """The folder holding `locustfile.py`, `locustfile_grpc.py` and `stepload.py`."""
+    return Path(str(resources.files("nexus").joinpath("locustfiles")))
+
+
+def locust_command(settings: LoadTestSettings, prefix: Path) -> list[str]:
+    """The headless Locust command line for ``settings``, writing CSVs under ``prefix``."""
+    folder = locustfiles()
+    files = [folder / ("locustfile_grpc.py" if settings.protocol == "grpc" else "locustfile.py")]
+    if settings.step_users is not None:
+        files.append(folder / "stepload.py")
+    command = [
+        sys.executable, "-m", "locust",
+        "-f", ",".join(str(f) for f in files),
+        "--headless", "--host", settings.server.rstrip("/"),
+        "--model", settings.model,
+        "--batch-size", str(settings.batch_size),
+        "--csv", str(prefix), "--csv-full-history",
+        "--json-file", str(prefix),  # the final totals: the CSVs are written every second, the last one lags
+        "--only-summary", "--loglevel", "WARNING", "--stop-timeout", "10",
+    ]  # fmt: skip
+    if settings.binary:
+        command.append("--binary")
+    if settings.protocol == "grpc" and settings.grpc_address:
+        command += ["--grpc-address", settings.grpc_address]
+    if settings.step_users is None:
+        rate = settings.spawn_rate or settings.users
+        command += ["--users", str(settings.users), "--spawn-rate", str(rate), "--run-time", f"{settings.duration:g}s"]
+    else:
+        command += [
+            "--step-users", str(settings.step_users),
+            "--step-time", f"{settings.step_time:g}",
+            "--max-users", str(settings.users),
+        ]  # fmt: skip
+    return command
+
+
+def run_loadtest(settings: LoadTestSettings, timestamp: str) -> LoadTestReport:
+    """Run Locust against a served model and collect its results and Triton's statistics.
+
+    Args:
+        timestamp: names the results folder, `<results>/<model>-<timestamp>/`.
+    """
+    settings.check()
+    server = settings.server.rstrip("/")
+    try:
+        ready = urllib.request.urlopen(f"{server}/v2/models/{settings.model}/ready", timeout=10)  # noqa: S310
+        ready.close()
+    except urllib.error.HTTPError as e:
+        raise LoadTestError(
+            f"model {settings.model!r} is not ready on {server} ({e.code}); publish it and check `nexus status`"
+        ) from e
+    except (urllib.error.URLError, OSError) as e:
+        raise LoadTestError(
+            f"cannot reach Triton at {server} ({e}); start it with `nexus serve` or pass --server"
+        ) from e
+    config = _get_json(f"{server}/v2/models/{settings.model}/config")
+    max_batch = int(config.get("max_batch_size", 0))
+    if settings.batch_size > max(max_batch, 1):
+        raise LoadTestError(
+            f"--batch-size {settings.batch_size} is above {settings.model}'s max_batch_size {max_batch}; lower it"
+        )
+
+    folder = settings.results / f"{settings.model}-{timestamp}"
+    folder.mkdir(parents=True, exist_ok=True)
+    prefix = folder / "locust"
+    log = folder / "locust.log"
+    before = triton_counters(server, settings.model)
+    timeout = _expected_seconds(settings) + 120
+    with open(log, "wb") as out:
+        try:
+            process = subprocess.run(
+                locust_command(settings, prefix), stdout=out, stderr=subprocess.STDOUT, timeout=timeout, check=False
+            )
+        except subprocess.TimeoutExpired as e:
+            raise LoadTestError(f"Locust did not finish in {timeout:.0f}s; see {log}") from e
+    try:
+        triton: TritonCounters | str = triton_counters(server, settings.model) - before
+    except LoadTestError as e:  # the model went away during the run: Locust's figures still stand
+        triton = f"Triton's statistics are unavailable after the run ({e})"
+    totals = prefix.with_suffix(".json")
+    if not totals.is_file():
+        tail = log.read_text(errors="replace").strip().splitlines()[-5:]
+        raise LoadTestError(f"Locust wrote no results (exit code {process.returncode}): {' | '.join(tail)}")
+    return _report(settings, folder, totals, triton)
+
+
+def _expected_seconds(settings: LoadTestSettings) -> float:
+    if settings.step_users is None:
+        return settings.duration
+    return (math.ceil(settings.users / settings.step_users) + 1) * settings.step_time
+
+
+def _float(row: dict[str, str], key: str) -> float:
+    value = row.get(key, "")
+    return float(value) if value not in ("", "N/A") else math.nan
+
+
+def percentile(histogram: dict[float, int], fraction: float) -> float:
+    """The response time below which ``fraction`` of the requests fall, from Locust's histogram (ms -> count)."""
+    total = sum(histogram.values())
+    if not total:
+        return math.nan
+    seen = 0
+    for value, count in sorted(histogram.items()):
+        seen += count
+        if seen >= fraction * total:
+            return value
+    return max(histogram)
+
+
+def _report(settings: LoadTestSettings, folder: Path, totals: Path, triton: TritonCounters | str) -> LoadTestReport:
+    entries: list[dict[str, Any]] = json.loads(totals.read_text(encoding="utf-8"))
+    requests = sum(int(e["num_requests"]) for e in entries)
+    if not requests:
+        raise LoadTestError(f"Locust sent no requests; see {folder / 'locust.log'}")
+    histogram: dict[float, int] = {}
+    for entry in entries:
+        for value, count in entry["response_times"].items():
+            histogram[float(value)] = histogram.get(float(value), 0) + int(count)
+    start = min(float(e["start_time"]) for e in entries)
+    end = max(float(e["last_request_timestamp"] or start) for e in entries)
+    reasons: list[tuple[int, str]] = []
+    failures_csv = folder / "locust_failures.csv"
+    if failures_csv.is_file():
+        with open(failures_csv, newline="") as f:
+            reasons = sorted(((int(r["Occurrences"]), _reason(r["Error"])) for r in csv.DictReader(f)), reverse=True)
+    return LoadTestReport(
+        settings=settings,
+        requests=requests,
+        failures=sum(int(e["num_failures"]) for e in entries),
+        requests_per_s=requests / max(end - start, 1e-9),
+        average_ms=sum(float(e["total_response_time"]) for e in entries) / requests,
+        p50_ms=percentile(histogram, 0.50),
+        p95_ms=percentile(histogram, 0.95),
+        p99_ms=percentile(histogram, 0.99),
+        triton=triton,
+        results=folder,
+        csv_files=sorted(folder.glob("*.csv")),
+        failure_reasons=reasons,
+        steps=_steps(folder / "locust_stats_history.csv") if settings.step_users is not None else [],
+    )
+
+
+def _reason(error: str) -> str:
+    """Locust's repr of a failure (`CatchResponseError('HTTP 404: ...')`) -> the message inside."""
+    match = re.fullmatch(r"\w+\((['\"])(?P<text>.*)\1\)", error.strip(), re.DOTALL)
+    return match["text"].replace("\\'", "'") if match else error
+
+
+def _steps(history: Path) -> list[Step]:
+    """Per user count: requests/s and failures/s over the step, and the latency percentiles at its end.
+
+    Locust's history has a row a second with running totals; a step's rate is the difference of its
+    totals over its time. Its percentiles cover Locust's last 10 s, so they are read at the step's end.
+    """
+    if not history.is_file():
+        return []
+    with open(history, newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("Name") == "Aggregated"]
+    by_users: dict[int, list[dict[str, str]]] = {}
+    for row in rows:
+        users = int(row.get("User Count") or 0)
+        if users:
+            by_users.setdefault(users, []).append(row)
+    steps = []
+    previous: dict[str, str] | None = None
+    for users, group in sorted(by_users.items()):
+        first, last = previous or group[0], group[-1]
+        seconds = max(float(last["Timestamp"]) - float(first["Timestamp"]), 1.0)
+        requests = float(last["Total Request Count"]) - float(first["Total Request Count"])
+        failures = float(last["Total Failure Count"]) - float(first["Total Failure Count"])
+        steps.append(Step(users, requests / seconds, _float(last, "50%"), _float(last, "95%"), failures / seconds))
+        previous = last
+    return steps
