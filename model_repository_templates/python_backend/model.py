@@ -9,6 +9,11 @@ models), never on the `nexus` package, so it runs in any Triton image that has t
 response), concatenates the valid requests' inputs into one tensor per input, runs **one** forward
 pass under `torch.inference_mode()`, and splits the outputs back per request. Tensors on the GPU
 move between Triton and torch through DLPack without copies.
+
+The work around the forward pass is paid per request, in one Python thread that also runs the
+model, so it is kept small (docs/batching.md has the figures): CPU inputs are read as numpy views
+of Triton's buffers and concatenated once; each output is converted to numpy once per batch and
+every request gets a slice of it, a view, which Triton copies into its response.
 """
 
 from __future__ import annotations
@@ -42,6 +47,15 @@ class RequestError(ValueError):
     """A request that cannot be served; it is answered with an error, the rest of the batch is not."""
 
 
+#: An input as it arrives: a numpy view of Triton's CPU buffer, or (GPU, BF16) a torch tensor through DLPack.
+Value = np.ndarray | torch.Tensor
+
+
+def _numpy_dtype(dtype: torch.dtype) -> np.dtype[Any] | None:
+    """numpy's dtype for a torch dtype; None for bfloat16, which numpy lacks."""
+    return None if dtype == torch.bfloat16 else torch.empty(0, dtype=dtype).numpy().dtype
+
+
 class TensorSpec:
     """An input or output from `config.pbtxt`: name, torch dtype, dims without the batch dimension."""
 
@@ -49,31 +63,71 @@ class TensorSpec:
         self.name: str = raw["name"]
         self.triton_type: str = raw["data_type"].removeprefix("TYPE_")
         self.dtype: torch.dtype = TORCH_DTYPES[self.triton_type]
+        self.numpy_dtype = _numpy_dtype(self.dtype)
         self.dims: list[int] = [int(d) for d in raw["dims"]]
+        self._shape = tuple(self.dims)
 
-    def check(self, tensor: torch.Tensor, batched: bool) -> None:
-        if tensor.dtype != self.dtype:
-            got = str(tensor.dtype).removeprefix("torch.")
+    def check(self, value: Value, batched: bool) -> None:
+        expected = self.numpy_dtype if isinstance(value, np.ndarray) else self.dtype
+        if value.dtype != expected:
+            got = str(value.dtype).removeprefix("torch.")
             raise RequestError(f"input '{self.name}' has dtype {got}, expected {self.triton_type}")
-        shape = list(tensor.shape[1:] if batched else tensor.shape)
-        if len(shape) != len(self.dims) or any(d not in (-1, s) for d, s in zip(self.dims, shape, strict=True)):
-            raise RequestError(f"input '{self.name}' has shape {list(tensor.shape)}, expected [batch, {self.dims}]")
+        shape = tuple(value.shape[1:] if batched else value.shape)
+        if shape != self._shape and (
+            len(shape) != len(self.dims) or any(d not in (-1, s) for d, s in zip(self.dims, shape, strict=True))
+        ):
+            raise RequestError(f"input '{self.name}' has shape {list(value.shape)}, expected [batch, {self.dims}]")
 
 
 def _parameters(config: dict[str, Any]) -> dict[str, str]:
     return {key: value.get("string_value", "") for key, value in config.get("parameters", {}).items()}
 
 
-def _to_torch(tensor: Any, spec: TensorSpec) -> torch.Tensor:
-    """Triton tensor -> torch tensor through DLPack, without a copy, on the CPU and the GPU."""
+def _read(tensor: Any, spec: TensorSpec) -> Value:
+    """A Triton input without a copy: numpy's view of a CPU buffer, else a torch tensor through DLPack."""
+    if spec.numpy_dtype is not None and tensor.is_cpu():
+        try:
+            array: np.ndarray = tensor.as_numpy()
+        except TypeError:  # a dtype numpy cannot hold (BF16 sent for another type): `check` names it
+            pass
+        else:
+            return array
     return dlpack.from_dlpack(tensor.to_dlpack())
 
 
-def _to_triton(name: str, value: torch.Tensor) -> Any:
+def _as_torch(value: Value) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        return value
+    # Triton's buffers are read-only views; torch needs a writable array (a model may write in place)
+    return torch.from_numpy(value if value.flags.writeable else value.copy())
+
+
+def _concat(values: list[Value]) -> torch.Tensor:
+    """One tensor from the requests' values: one copy for CPU arrays, on the GPU if any value is there."""
+    if len(values) == 1:
+        return _as_torch(values[0])
+    if all(isinstance(v, np.ndarray) for v in values):
+        return torch.from_numpy(np.concatenate(values))
+    tensors = [_as_torch(v) for v in values]
+    device = next((t.device for t in tensors if t.is_cuda), tensors[0].device)
+    return torch.cat([t.to(device) for t in tensors])
+
+
+def _to_triton(name: str, value: torch.Tensor, sizes: list[int] | None) -> list[Any]:
+    """``value`` as Triton tensors: split into ``sizes`` rows per request, or whole with ``sizes`` None."""
     value = value.detach()
     if value.is_cuda or value.dtype == torch.bfloat16:
-        return pb_utils.Tensor.from_dlpack(name, dlpack.to_dlpack(value.contiguous()))  # type: ignore[attr-defined]
-    return pb_utils.Tensor(name, value.contiguous().numpy())
+        parts = [value] if sizes is None else torch.split(value, sizes)
+        return [pb_utils.Tensor.from_dlpack(name, dlpack.to_dlpack(p.contiguous())) for p in parts]  # type: ignore[attr-defined]
+    array = value.contiguous().numpy()
+    if sizes is None:
+        return [pb_utils.Tensor(name, array)]
+    # row slices of a C-contiguous array are C-contiguous views: no copy here, Triton copies each once
+    tensors, start = [], 0
+    for size in sizes:
+        tensors.append(pb_utils.Tensor(name, array[start : start + size]))
+        start += size
+    return tensors
 
 
 def _as_outputs(result: Any, names: Sequence[str]) -> list[torch.Tensor]:
@@ -156,23 +210,22 @@ class TritonPythonModel:
             f"on {self.device}"
         )
 
-    def _inputs(self, request: Any) -> list[torch.Tensor]:
-        tensors = []
+    def _inputs(self, request: Any) -> list[Value]:
+        values = []
         for spec in self.inputs:
             tensor = pb_utils.get_input_tensor_by_name(request, spec.name)
             if tensor is None:
                 raise RequestError(f"input '{spec.name}' is missing")
-            value = _to_torch(tensor, spec)
+            value = _read(tensor, spec)
             spec.check(value, self.batched)
-            tensors.append(value)
-        sizes = {t.shape[0] for t in tensors} if self.batched else {1}
-        if len(sizes) != 1:
-            raise RequestError(f"inputs have different batch sizes {sorted(sizes)}")
-        return tensors
+            values.append(value)
+        if self.batched and len(values) > 1 and len({v.shape[0] for v in values}) != 1:
+            raise RequestError(f"inputs have different batch sizes {sorted({v.shape[0] for v in values})}")
+        return values
 
     def execute(self, requests: list[Any]) -> list[Any]:
         responses: list[Any] = [None] * len(requests)
-        valid: list[tuple[int, list[torch.Tensor]]] = []
+        valid: list[tuple[int, list[Value]]] = []
         for i, request in enumerate(requests):
             try:
                 valid.append((i, self._inputs(request)))
@@ -184,22 +237,17 @@ class TritonPythonModel:
             self._run_group(group, responses)
         return responses
 
-    def _run_group(self, group: list[tuple[int, list[torch.Tensor]]], responses: list[Any]) -> None:
+    def _run_group(self, group: list[tuple[int, list[Value]]], responses: list[Any]) -> None:
         try:
-            if len(group) == 1:
-                batch = group[0][1]
-            else:
-                batch = [torch.cat([inputs[k] for _, inputs in group]) for k in range(len(self.inputs))]
+            batch = [_concat([inputs[k] for _, inputs in group]) for k in range(len(self.inputs))]
             outputs = self.run(batch, self.output_names)
-            sizes = [inputs[0].shape[0] for _, inputs in group] if self.batched else [1]
-            total = sum(sizes)
-            if self.batched and any(o.shape[:1] != (total,) for o in outputs):
+            sizes = [int(inputs[0].shape[0]) for _, inputs in group] if self.batched else None
+            if sizes is not None and any(o.shape[:1] != (sum(sizes),) for o in outputs):
                 shapes = [list(o.shape) for o in outputs]
-                raise RuntimeError(f"outputs {shapes} do not have the batch size {total} of the inputs")
-            parts = [torch.split(o, sizes) for o in outputs] if self.batched else [[o] for o in outputs]
-            for j, (i, _) in enumerate(group):
-                tensors = [_to_triton(spec.name, part[j]) for spec, part in zip(self.outputs, parts, strict=True)]
-                responses[i] = pb_utils.InferenceResponse(output_tensors=tensors)
+                raise RuntimeError(f"outputs {shapes} do not have the batch size {sum(sizes)} of the inputs")
+            per_output = [_to_triton(spec.name, o, sizes) for spec, o in zip(self.outputs, outputs, strict=True)]
+            for (i, _), tensors in zip(group, zip(*per_output, strict=True), strict=True):
+                responses[i] = pb_utils.InferenceResponse(output_tensors=list(tensors))
         except Exception as e:  # noqa: BLE001 - every failure becomes an error response, never a dead stub
             if len(group) > 1:
                 # One request's values (say, a token id out of range) can fail the whole batch: retry
