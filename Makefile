@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint typecheck unit bench clean
+.PHONY: setup demo test lint typecheck unit bench bench-batching clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -15,8 +15,8 @@ $(STAMP): pyproject.toml constraints.txt
 
 setup: $(STAMP)  ## create .venv and install nexus with its test tools
 
-demo: setup  ## the main job: an end-to-end control-plane demo on local storage
-	$(VENV)/bin/nexus demo
+demo: setup  ## the main job: train, store, publish, serve, query and load-test a model (local storage, local Triton)
+	$(VENV)/bin/nexus quickstart "$$(mktemp -d)/nexus-quickstart"
 
 lint: setup
 	$(VENV)/bin/ruff check nexus tests benchmarks loadtest model_repository_templates
@@ -33,6 +33,9 @@ test: lint typecheck unit  ## everything CI runs
 
 bench: setup  ## transfer benchmark (1 GiB; BENCH_ARGS="--size-mib 128" for a quick run)
 	$(PY) benchmarks/bench_transfer.py $(BENCH_ARGS)
+
+bench-batching: setup  ## batching benchmark on a real Triton: writes docs/batching.md and docs/batching.png (BENCH_ARGS="--quick")
+	$(PY) loadtest/bench.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
