@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -222,3 +226,22 @@ def test_repo_without_commits_is_a_one_line_error(
     result = run(cli, "store", str(models["torchscript"]), "m")
     assert result.exit_code == 1
     assert "has no commits yet; commit your training code first" in result.stderr
+
+
+def test_every_command_has_help_with_an_example_and_the_shell_completion_is_there() -> None:
+    import typer.main
+
+    group: Any = typer.main.get_command(app)  # a click group (Typer may vendor click)
+    commands = [name for name, command in group.commands.items() if not command.hidden]
+    assert {"store", "load", "list", "publish", "serve", "predict", "status", "loadtest", "quickstart"} <= set(commands)
+    for name in commands:
+        result = CliRunner().invoke(app, [name, "--help"], env={"COLUMNS": "200"})
+        assert result.exit_code == 0, name
+        assert f"Example: nexus {name}" in result.output, f"`nexus {name} --help` shows no example"
+        options = [p for p in group.commands[name].params if p.param_type_name == "option"]
+        assert all(o.help for o in options if o.name != "help"), f"an option of `nexus {name}` has no help"
+    completion = subprocess.run(
+        [str(Path(sys.executable).with_name("nexus")), "--show-completion", "bash"],
+        capture_output=True, text=True, env={**os.environ, "SHELL": "/bin/bash"},
+    )  # fmt: skip
+    assert "_nexus_completion" in completion.stdout

@@ -28,7 +28,7 @@ app = typer.Typer(
     help="Git-pinned, verified PyTorch model versions, served by Triton.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish, PowerShell
     rich_markup_mode=None,
 )
 
@@ -144,7 +144,10 @@ def init_cmd(
     ] = PublishSettings.repository,
     force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite an existing .nexusrc.")] = False,
 ) -> None:
-    """Write .nexusrc (storage settings, never credentials) at the repository root."""
+    """Write .nexusrc (storage settings, never credentials) at the repository root.
+
+    Example: nexus init --storage s3://ml-models/nexus --endpoint-url http://127.0.0.1:9000
+    """
     target = Path(state.repo or Path.cwd())
     from nexus import git_utils
 
@@ -171,7 +174,10 @@ def store(
     inputs: InputsOpt = None,
     outputs: OutputsOpt = None,
 ) -> None:
-    """Upload a model binary pinned to HEAD's commit and record it in .nexus_meta.json."""
+    """Upload a model binary pinned to HEAD's commit and record it in .nexus_meta.json.
+
+    Example: nexus store model.pt prod_model --commit
+    """
     project = _project()
     signature = _signature(inputs, outputs, batched=True)
     size = path.stat().st_size if path.is_file() else 0
@@ -213,7 +219,10 @@ def load(
     ] = None,
     force: Annotated[bool, typer.Option("--force", "-f", help="Replace an existing output file.")] = False,
 ) -> None:
-    """Download a version (latest by default), verify its sha256, and write it to a file."""
+    """Download a version (latest by default), verify its sha256, and write it to a file.
+
+    Example: nexus load prod_model --version 2 -o served.pt
+    """
     project = _project()
     v = project.resolve(model_name, version, commit)
     with transfer_progress(f"load {model_name} v{v.version}", v.size) as progress:
@@ -227,7 +236,10 @@ def load(
 @app.command("list")
 @_handles_errors
 def list_cmd(model_name: OptionalModelArg = None, as_json: JsonOpt = False) -> None:
-    """List stored versions."""
+    """List stored versions.
+
+    Example: nexus list prod_model --json
+    """
     versions = _project().versions(model_name)
     if as_json:
         typer.echo(json.dumps([asdict(v) for v in versions], indent=2))
@@ -270,6 +282,8 @@ def rollback(
     """Make an older version the latest (the one before the current latest by default).
 
     With a running `nexus serve` (or --server URL), the server is switched to it too.
+
+    Example: nexus rollback prod_model --to 1 --commit
     """
     project = _project()
     result = project.rollback(model_name, to)
@@ -303,7 +317,10 @@ def history(
     at: Annotated[str | None, typer.Option("--at", help="Only say which version was latest at this ISO time.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Show every change of the latest version (stores and rollbacks), oldest first."""
+    """Show every change of the latest version (stores and rollbacks), oldest first.
+
+    Example: nexus history prod_model --at 2026-11-26T08:00Z
+    """
     record = _project().model(model_name)
     if at is not None:
         try:
@@ -360,6 +377,8 @@ def publish(
 
     With a running `nexus serve` (found in .nexus/server.json) or --server URL, the server is switched
     to the new version without failing a request, and the previous version comes back if it fails.
+
+    Example: nexus publish prod_model --max-batch-size 64 --max-queue-delay-us 2000
     """
     from nexus.publish import publish as publish_version
     from nexus.triton_config import ServingOptions
@@ -434,7 +453,10 @@ def serve(
     ] = None,
     log_file: Annotated[Path | None, typer.Option(help="Triton's log (default: .nexus/triton.log).")] = None,
 ) -> None:
-    """Publish each model's latest version, run Triton on the repository, and stop it on Ctrl-C."""
+    """Publish each model's latest version, run Triton on the repository, and stop it on Ctrl-C.
+
+    Example: nexus serve --http-port 8000 --grpc-port 8001 --metrics-port 8002
+    """
     import signal
     import time
 
@@ -521,7 +543,10 @@ def predict(
         Path | None, typer.Option("--output-dir", "-o", help="Write each output to DIR/NAME.npy.")
     ] = None,
 ) -> None:
-    """Send one request to a served model and print (or save) its outputs."""
+    """Send one request to a served model and print (or save) its outputs.
+
+    Example: nexus predict prod_model --input input=batch.npy --protocol grpc
+    """
     import numpy as np
 
     from nexus.predict import PredictError, load_inputs
@@ -551,7 +576,10 @@ def status(
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Latest in .nexus_meta.json, published in the repository, live on Triton: and any drift."""
+    """Latest in .nexus_meta.json, published in the repository, live on Triton: and any drift.
+
+    Example: nexus status --server http://127.0.0.1:8000 --json
+    """
     from nexus.serve import find_server
     from nexus.status import model_status
 
@@ -623,7 +651,10 @@ def loadtest(
         typer.Option(help="Folder for Locust's CSVs (default: .nexus/loadtest in a project, else ./loadtest-results)."),
     ] = None,
 ) -> None:
-    """Drive a served model with Locust, headless, and summarise latency, throughput and Triton's batching."""
+    """Drive a served model with Locust, headless, and summarise latency, throughput and Triton's batching.
+
+    Example: nexus loadtest prod_model -u 64 --step-users 8 --step-time 10s --binary
+    """
     from datetime import datetime
 
     from nexus.errors import NexusError
