@@ -4,6 +4,7 @@ failures counted, and the response checks themselves."""
 from __future__ import annotations
 
 import csv
+import json
 import re
 import subprocess
 import sys
@@ -111,6 +112,19 @@ def test_cli_prints_the_summary_and_fails_when_requests_fail(server: TritonServe
     (folder,) = tmp_path.iterdir()
     assert f"Results: {folder}" in result.stdout.replace("\n", "")
     assert (folder / "locust_failures.csv").read_text().count("\n") >= 2
+
+
+def test_cli_json_summary(server: TritonServer, tmp_path: Path) -> None:
+    result = subprocess.run(
+        [NEXUS, "loadtest", "m", "--server", server.url, "-u", "2", "-t", "2s", "--results", str(tmp_path), "--json"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["failures"] == 0
+    assert report["requests"] > 0
+    assert report["triton"]["success"] >= report["requests"]
+    assert report["settings"]["users"] == 2
 
 
 def test_cli_errors_are_one_line(server: TritonServer, tmp_path: Path) -> None:

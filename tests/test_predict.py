@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -65,6 +66,14 @@ def test_cli_sends_npy_files_and_writes_the_outputs(server: tuple[TritonServer, 
     )
     assert saved.exit_code == 0, saved.output
     np.testing.assert_allclose(np.load(tmp_path / "out" / "linear_1.npy"), reference(artifact, x), rtol=1e-5, atol=1e-6)
+
+    as_json = CliRunner().invoke(
+        app, ["predict", "m", "-i", f"input={tmp_path / 'x.npy'}", "--server", triton.url, "--json"]
+    )
+    assert as_json.exit_code == 0, as_json.output
+    output = json.loads(as_json.stdout)["linear_1"]
+    assert (output["dtype"], output["shape"]) == ("float32", [3, 3])
+    np.testing.assert_allclose(np.array(output["data"]), reference(artifact, x), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize(

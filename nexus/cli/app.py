@@ -542,6 +542,7 @@ def predict(
     output_dir: Annotated[
         Path | None, typer.Option("--output-dir", "-o", help="Write each output to DIR/NAME.npy.")
     ] = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Send one request to a served model and print (or save) its outputs.
 
@@ -556,6 +557,13 @@ def predict(
         raise PredictError("give --input NAME=FILE.npy (one per input) or --random, not both or neither")
     arrays = load_inputs(inputs) if inputs else None
     outputs = send(model_name, arrays, server=server, protocol=protocol)
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {n: {"dtype": str(v.dtype), "shape": list(v.shape), "data": v.tolist()} for n, v in outputs.items()}
+            )
+        )
+        return
     out = stdout()
     for name, value in outputs.items():
         if output_dir is not None:
@@ -650,6 +658,7 @@ def loadtest(
         Path | None,
         typer.Option(help="Folder for Locust's CSVs (default: .nexus/loadtest in a project, else ./loadtest-results)."),
     ] = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Drive a served model with Locust, headless, and summarise latency, throughput and Triton's batching.
 
@@ -689,7 +698,10 @@ def loadtest(
     )
     with out.status(f"Load-testing {model_name} on {settings.server} over {protocol}: {what}..."):
         report = run_loadtest(settings, datetime.now(UTC).strftime("%Y%m%d-%H%M%S"))
-    _print_loadtest(report)
+    if as_json:
+        typer.echo(json.dumps(asdict(report), default=str, indent=2))
+    else:
+        _print_loadtest(report)
     if report.failures:
         raise typer.Exit(1)
 
