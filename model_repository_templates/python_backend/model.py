@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import torch
 import triton_python_backend_utils as pb_utils
 from torch.utils import dlpack
@@ -48,7 +49,7 @@ class RequestError(ValueError):
 
 
 #: An input as it arrives: a numpy view of Triton's CPU buffer, or (GPU, BF16) a torch tensor through DLPack.
-Value = np.ndarray | torch.Tensor
+Value = npt.NDArray[Any] | torch.Tensor
 
 
 def _numpy_dtype(dtype: torch.dtype) -> np.dtype[Any] | None:
@@ -87,7 +88,7 @@ def _read(tensor: Any, spec: TensorSpec) -> Value:
     """A Triton input without a copy: numpy's view of a CPU buffer, else a torch tensor through DLPack."""
     if spec.numpy_dtype is not None and tensor.is_cpu():
         try:
-            array: np.ndarray = tensor.as_numpy()
+            array: npt.NDArray[Any] = tensor.as_numpy()
         except TypeError:  # a dtype numpy cannot hold (BF16 sent for another type): `check` names it
             pass
         else:
