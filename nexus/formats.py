@@ -20,13 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from nexus.errors import PickledModelError, UnsupportedFormatError
-from nexus.metadata import Signature, TensorSpec
+from nexus.metadata import EXTENSIONS, Signature, TensorSpec
 
 TORCHSCRIPT = "torchscript"
 TORCH_EXPORT = "torch_export"
 ONNX = "onnx"
 
-EXTENSIONS = {TORCHSCRIPT: "pt", TORCH_EXPORT: "pt2", ONNX: "onnx"}
 
 # onnx.TensorProto.DataType -> the dtype names NexusML records (numpy's, plus bfloat16)
 _ONNX_DTYPES = {

@@ -29,6 +29,7 @@ Exactly one version per model has ``is_latest``. Updates happen under a lock (in
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -182,6 +183,18 @@ def _describe(e: Exception) -> str:
     return str(e) or type(e).__name__
 
 
+#: Model names become folder names, object keys and URL segments: one safe path component.
+MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+#: Artifact formats and the extensions their objects are stored under.
+EXTENSIONS = {"torchscript": "pt", "torch_export": "pt2", "onnx": "onnx"}
+_COMMIT = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
+
+
+def is_model_name(name: str) -> bool:
+    """Whether ``name`` is a model name NexusML accepts (no separators, no `..`, no trailing dot)."""
+    return bool(MODEL_NAME.match(name)) and not name.endswith(".") and ".." not in name
+
+
 def _require(cond: bool, message: str) -> None:
     if not cond:
         raise ValueError(message)
@@ -193,6 +206,8 @@ def _parse(data: Any) -> Metadata:
     _require(schema == SCHEMA_VERSION, f"schema_version {schema!r} is not {SCHEMA_VERSION}; upgrade nexus")
     models: dict[str, ModelRecord] = {}
     for name, raw in dict(data["models"]).items():
+        # names, commits and formats become paths and keys: a hand-edited file must not point elsewhere
+        _require(isinstance(name, str) and is_model_name(name), f"model name {name!r} is not a valid model name")
         versions = [_parse_version(v) for v in raw["versions"]]
         history = [HistoryEvent(**e) for e in raw["history"]]
         numbers = [v.version for v in versions]
@@ -216,6 +231,16 @@ def _parse_version(raw: dict[str, Any]) -> ModelVersion:
     _require(isinstance(version.version, int) and version.version > 0, "a version number is not a positive integer")
     _require(isinstance(version.sha256, str) and len(version.sha256) == 64, f"version {version.version}: bad sha256")
     _require(isinstance(version.size, int) and version.size >= 0, f"version {version.version}: bad size")
+    _require(
+        isinstance(version.commit_hash, str) and bool(_COMMIT.match(version.commit_hash)),
+        f"version {version.version}: commit_hash {version.commit_hash!r} is not a full git commit hash",
+    )
+    _require(version.format in EXTENSIONS, f"version {version.version}: unknown format {version.format!r}")
+    key = f"/{version.model_name}/{version.commit_hash}.{EXTENSIONS[version.format]}"
+    _require(
+        isinstance(version.storage_uri, str) and version.storage_uri.endswith(key),
+        f"version {version.version}: storage_uri does not end with {key}",
+    )
     return version
 
 

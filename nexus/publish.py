@@ -24,8 +24,7 @@ from pathlib import Path
 
 from nexus.config import StorageSettings
 from nexus.errors import NexusError
-from nexus.formats import EXTENSIONS
-from nexus.metadata import ModelVersion, Signature
+from nexus.metadata import EXTENSIONS, ModelVersion, Signature
 from nexus.registry import Project
 from nexus.signature import check_signature
 from nexus.storage import Storage, open_storage, parse_storage_uri

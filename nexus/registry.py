@@ -33,9 +33,10 @@ from nexus.errors import (
     RollbackError,
     VersionNotFoundError,
 )
-from nexus.formats import EXTENSIONS, inspect_artifact
+from nexus.formats import inspect_artifact
 from nexus.hashing import Digest, Progress, hash_file
 from nexus.metadata import (
+    EXTENSIONS,
     META_FILE,
     HistoryEvent,
     Metadata,
@@ -43,17 +44,17 @@ from nexus.metadata import (
     ModelRecord,
     ModelVersion,
     Signature,
+    is_model_name,
     utc_now,
 )
 from nexus.storage import KeyExistsError, Storage, open_storage, parse_storage_uri, split_object_uri
 
-_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _COMMIT_PREFIX = re.compile(r"^[0-9a-f]{4,40}$")
 
 
 def validate_model_name(name: str) -> str:
     """Return ``name`` if it is a valid model name, else raise :class:`InvalidModelNameError`."""
-    if not _MODEL_NAME.match(name) or name.endswith(".") or ".." in name:
+    if not is_model_name(name):
         raise InvalidModelNameError(name)
     return name
 

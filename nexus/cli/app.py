@@ -552,7 +552,9 @@ def predict(
 
     from nexus.predict import PredictError, load_inputs
     from nexus.predict import predict as send
+    from nexus.registry import validate_model_name
 
+    validate_model_name(model_name)  # it becomes a URL path segment
     if bool(inputs) == random:
         raise PredictError("give --input NAME=FILE.npy (one per input) or --random, not both or neither")
     arrays = load_inputs(inputs) if inputs else None
@@ -668,8 +670,10 @@ def loadtest(
 
     from nexus.errors import NexusError
     from nexus.loadtest import LoadTestSettings, parse_duration, run_loadtest
+    from nexus.registry import validate_model_name
     from nexus.serve import find_grpc_address, find_server
 
+    validate_model_name(model_name)  # it becomes a URL path segment
     try:
         project: Project | None = _project()
     except NexusError:
