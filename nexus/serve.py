@@ -12,6 +12,7 @@ import json
 import socket
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from nexus.publish import CONFIG, PublishResult, publish, triton_repository_path
 from nexus.registry import Project
 from nexus.storage import Storage, open_storage, parse_storage_uri
 from nexus.triton_config import ServingOptions, SignatureError, parse_config, read_serving
-from nexus.triton_server import TritonServer
+from nexus.triton_server import TritonError, TritonServer
 
 
 class PortInUseError(NexusError, OSError):
@@ -245,6 +246,7 @@ def write_server_file(project: Project, server: TritonServer, repository: ModelR
         "url": server.url,
         "grpc": f"{server.host}:{server.grpc_port}",
         "pid": os.getpid(),
+        "triton_pid": server.pid,
         "repository": str(repository),
     }
     atomic_write_text(path, json.dumps(record, indent=2) + "\n")
@@ -268,6 +270,14 @@ def find_server(project: Project) -> str | None:
     """The HTTP URL of the `nexus serve` running for this project, if there is one."""
     record = _server_record(project)
     return str(record["url"]) if record else None
+
+
+def find_triton_pid(project: Project, url: str) -> int | None:
+    """The pid of the tritonserver that the `nexus serve` running for this project runs at ``url``."""
+    record = _server_record(project)
+    if record is None or record.get("url") != url.rstrip("/") or record.get("triton_pid") is None:
+        return None
+    return int(record["triton_pid"])
 
 
 def find_grpc_address(project: Project) -> str | None:
@@ -319,3 +329,96 @@ def swap(
         load_version(server, model, kept.version, key=key)
         raise HotSwapError(f"{model} v{version} failed on {server} ({e}); v{kept.version} is served again") from e
     return result
+
+
+#: `nexus serve` restarts a Triton that dies, but not more often than this in a minute.
+RESTARTS_PER_MINUTE = 3
+STUB = "triton_python_backend_stub"
+
+
+def backend_stubs(triton_pid: int) -> dict[str, int]:
+    """The Python-backend stubs of a Triton process: model instance name (`m_0_0`) -> stub pid.
+
+    Read from /proc (Linux); the stub's command line carries its parent's pid and its instance name.
+    """
+    stubs: dict[str, int] = {}
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if len(argv) > 8 and argv[0].endswith(STUB.encode()) and argv[5] == str(triton_pid).encode():
+            stubs[argv[8].decode()] = int(proc.name)
+    return stubs
+
+
+def instance_model(instance: str) -> str:
+    """`prod_model_0_1` (model, instance group, index) -> `prod_model`."""
+    return instance.rsplit("_", 2)[0]
+
+
+def failed_requests(server: str, model: str) -> int:
+    """Triton's count of failed inference requests for ``model`` since it was loaded."""
+    status, body = _http(f"{server}/v2/models/{model}/stats")
+    if status != 200:
+        return 0
+    return sum(int(e["inference_stats"]["fail"]["count"]) for e in json.loads(body).get("model_stats", []))
+
+
+def supervise(
+    server: TritonServer,
+    on_restart: Callable[[str], None],
+    on_ready: Callable[[int], None],
+    key: str | None = None,
+    interval: float = 0.5,
+) -> None:
+    """Keep Triton and its models up until interrupted.
+
+    - Triton dies (a crash, an OOM kill): it is restarted on the same ports and loads the repository
+      as it is; the dead server's log is kept as `triton.crash-<time>.log`. More than
+      :data:`RESTARTS_PER_MINUTE` deaths in a minute raise :class:`TritonError`.
+    - A model's Python-backend stub dies: Triton 2.51 keeps the model READY but fails every request
+      ("Stub process is not healthy") and never starts a new stub. The model is reloaded through the
+      repository API, which starts new stubs; the failed requests are counted and reported.
+    """
+    import time
+
+    restarts: list[float] = []
+    stubs = backend_stubs(server.pid) if server.pid else {}
+    while True:
+        time.sleep(interval)
+        if not server.is_alive():
+            now = time.monotonic()
+            restarts = [t for t in restarts if now - t < 60] + [now]
+            reason = server.errors(last=5)
+            if len(restarts) > RESTARTS_PER_MINUTE:
+                raise TritonError(f"tritonserver exited {len(restarts)} times in a minute; giving up:\n{reason}")
+            log = server.log_file
+            kept = log.with_name(f"{log.stem}.crash-{time.strftime('%Y%m%d-%H%M%S')}{log.suffix}")
+            log.replace(kept)
+            on_restart(
+                f"tritonserver exited unexpectedly (exit code {server.returncode}); restarting it. Its log: {kept}"
+            )
+            server.start()
+            server.wait_ready(timeout=300)
+            if server.pid is not None:
+                on_ready(server.pid)
+                stubs = backend_stubs(server.pid)
+            continue
+        if server.pid is None:
+            continue
+        current = backend_stubs(server.pid)
+        dead = sorted({instance_model(i) for i in stubs if i not in current})
+        for model in dead:
+            before = failed_requests(server.url, model)
+            on_restart(f"the Python-backend stub of {model} died; reloading {model}")
+            try:
+                status, body = _http(f"{server.url}/v2/repository/models/{model}/load", "POST", b"{}", 300, key)
+            except NexusError as e:
+                on_restart(f"could not reload {model}: {e}")
+                continue
+            if status != 200:
+                on_restart(f"could not reload {model} ({status}): {body.decode(errors='replace')}")
+                continue
+            on_restart(f"reloaded {model}; Triton had counted {before} failed requests for it since it was loaded")
+        stubs = backend_stubs(server.pid) if dead else {**stubs, **current}

@@ -11,7 +11,7 @@ from typing import Any
 
 from nexus.errors import NexusError
 from nexus.registry import Project
-from nexus.serve import _http, open_repository, read_published
+from nexus.serve import _http, backend_stubs, find_triton_pid, open_repository, read_published
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,10 @@ class ModelStatus:
     avg_batch_size: float | None = None
     avg_queue_ms: float | None = None
     avg_compute_ms: float | None = None
+    #: Requests Triton failed since the model was loaded (None without a server).
+    failed: int | None = None
+    #: Model instances whose Python-backend stub is not running (None: the server is not local).
+    dead_stubs: list[str] | None = None
 
     @property
     def drift(self) -> list[str]:
@@ -38,6 +42,11 @@ class ModelStatus:
         if self.live is not None and self.live != [self.latest]:
             live = ", ".join(f"v{v}" for v in self.live) or "nothing"
             problems.append(f"server runs {live}, metadata says v{self.latest}")
+        if self.dead_stubs:
+            problems.append(
+                f"backend stub of {', '.join(self.dead_stubs)} is not running: every request fails until the model "
+                "is reloaded (nexus serve reloads it)"
+            )
         return problems
 
 
@@ -74,19 +83,46 @@ def _averages(stats: dict[str, Any] | None) -> tuple[float | None, float | None,
 def model_status(project: Project, server: str | None = None, repository: str | None = None) -> list[ModelStatus]:
     """The status of every model in `.nexus_meta.json`; ``server`` adds what Triton serves."""
     folder = open_repository(project, repository)
+    triton_pid = find_triton_pid(project, server) if server is not None else None
     statuses = []
     for name, record in sorted(project.read_metadata().models.items()):
         latest = record.current()
         live: list[int] | None = None
         averages: tuple[float | None, float | None, float | None] = (None, None, None)
+        failed: int | None = None
+        dead: list[str] | None = None
         if server is not None:
             live, stats = _live(server, name)
             averages = _averages(stats)
+            failed = _failed(stats)
+            if triton_pid is not None and live:
+                dead = _dead_stubs(server, name, triton_pid)
         published = read_published(folder, name)
         version = published.version if published else None
-        statuses.append(ModelStatus(name, latest.version, latest.commit_hash, version, live, *averages))
+        statuses.append(ModelStatus(name, latest.version, latest.commit_hash, version, live, *averages, failed, dead))
     if server is not None and statuses and all(s.live == [] for s in statuses):
         status, _ = _http(f"{server}/v2/health/live")
         if status != 200:
             raise NexusError(f"Triton at {server} is not live; start it with `nexus serve`")
     return statuses
+
+
+def _failed(stats: dict[str, Any] | None) -> int | None:
+    if stats is None:
+        return None
+    return sum(int(e.get("inference_stats", {}).get("fail", {}).get("count", 0)) for e in stats["model_stats"])
+
+
+def _dead_stubs(server: str, model: str, triton_pid: int) -> list[str]:
+    """Instances the model's config asks for whose Python-backend stub does not run."""
+    status, body = _http(f"{server}/v2/models/{model}/config")
+    if status != 200:
+        return []
+    config = json.loads(body)
+    if config.get("backend") != "python":
+        return []
+    expected = [
+        f"{model}_{g}_{i}" for g, group in enumerate(config.get("instance_group", [])) for i in range(group["count"])
+    ]
+    running = backend_stubs(triton_pid)
+    return [name for name in expected if name not in running]

@@ -113,10 +113,12 @@ class TritonServer:
         backends = self._workdir / "backends"
         python = backends / "python"
         python.mkdir(parents=True, exist_ok=True)
-        for item in self.install.backend_files.iterdir():
-            if item.is_file():
-                shutil.copy2(item, python / item.name)
-        shutil.copy2(self.install.stub, python / self.install.stub.name)
+        files = [item for item in self.install.backend_files.iterdir() if item.is_file()]
+        for item in [*files, self.install.stub]:
+            target = python / item.name
+            # on a restart the copies are there, and a stub of the dead server may still be running one
+            if not target.exists():
+                shutil.copy2(item, target)
         return backends
 
     def command(self) -> list[str]:
@@ -163,6 +165,10 @@ class TritonServer:
     @property
     def pid(self) -> int | None:
         return self._process.pid if self._process is not None else None
+
+    @property
+    def returncode(self) -> int | None:
+        return self._process.returncode if self._process is not None else None
 
     def is_alive(self) -> bool:
         return self._process is not None and self._process.poll() is None

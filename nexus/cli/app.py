@@ -458,7 +458,6 @@ def serve(
     Example: nexus serve --http-port 8000 --grpc-port 8001 --metrics-port 8002
     """
     import signal
-    import time
 
     from nexus.serve import (
         SERVER_FILE,
@@ -467,10 +466,11 @@ def serve(
         loaded_models,
         open_repository,
         restricted_api_args,
+        supervise,
         sync_latest,
         write_server_file,
     )
-    from nexus.triton_server import TritonError, TritonServer
+    from nexus.triton_server import TritonServer
 
     project = _project()
     target = open_repository(project, repository)
@@ -518,9 +518,17 @@ def serve(
         out.print(f"Triton log: {log}")
         write_server_file(project, server, target)
         out.print(f"Ready: tritonserver pid {server.pid}. Press Ctrl-C to stop.")
-        while server.is_alive():
-            time.sleep(0.5)
-        raise TritonError(f"tritonserver exited unexpectedly:\n{server.errors()}")
+
+        def restarted(pid: int) -> None:
+            write_server_file(project, server, target)
+            out.print(f"Restarted: tritonserver pid {pid}.")
+
+        supervise(
+            server,
+            on_restart=lambda message: err.print(f"[yellow]{escape(message)}[/]"),
+            on_ready=restarted,
+            key=key,
+        )
     except KeyboardInterrupt:
         out.print("Stopping Triton...")
     finally:
@@ -603,7 +611,8 @@ def status(
         stdout().print("No models stored yet. Store one with `nexus store PATH MODEL_NAME`.")
         return
     table = Table(box=None, header_style="bold")
-    for column in ("model", "latest", "commit", "published", "live", "avg batch", "queue ms", "compute ms"):
+    columns = ("model", "latest", "commit", "published", "live", "avg batch", "queue ms", "compute ms", "failed")
+    for column in columns:
         table.add_column(column, no_wrap=True)
 
     def number(value: float | None, digits: int) -> str:
@@ -620,6 +629,7 @@ def status(
             number(s.avg_batch_size, 1),
             number(s.avg_queue_ms, 2),
             number(s.avg_compute_ms, 2),
+            "-" if s.failed is None else str(s.failed),
             style="bold red" if s.drift else None,
         )
     out = stdout()
