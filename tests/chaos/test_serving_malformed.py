@@ -28,7 +28,7 @@ from nexus.registry import Project
 from nexus.triton_config import ServingOptions
 from nexus.triton_server import TritonServer
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.chaos]
 
 EXAMPLES = int(os.environ.get("NEXUS_FUZZ_EXAMPLES", "120"))
 #: Triton 2.51's HTTP frontend answers 500 (not 400) when it cannot parse the JSON or its data.
