@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint typecheck unit bench bench-batching clean
+.PHONY: setup demo test lint typecheck unit bench bench-batching reliability clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,14 @@ bench: setup  ## transfer benchmark (1 GiB; BENCH_ARGS="--size-mib 128" for a qu
 
 bench-batching: setup  ## batching benchmark on a real Triton: writes docs/batching.md and docs/batching.png (BENCH_ARGS="--quick")
 	$(PY) loadtest/bench.py $(BENCH_ARGS)
+
+CHAOS_ITERATIONS ?= 50
+CHAOS_RECORD := build/chaos/outcomes.jsonl
+reliability: setup  ## the chaos suite, long (CHAOS_ITERATIONS=50 per scenario): writes docs/reliability.md
+	@mkdir -p $(dir $(CHAOS_RECORD)) && rm -f $(CHAOS_RECORD)
+	NEXUS_CHAOS_ITERATIONS=$(CHAOS_ITERATIONS) NEXUS_CHAOS_RECORD=$(CHAOS_RECORD) \
+		$(VENV)/bin/pytest tests/chaos -m chaos --timeout 7200 -p no:cacheprovider $(CHAOS_ARGS); status=$$?; \
+	NEXUS_CHAOS_ITERATIONS=$(CHAOS_ITERATIONS) $(PY) tests/chaos/report.py $(CHAOS_RECORD) docs/reliability.md && exit $$status
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -4,10 +4,11 @@ Objects live at `gs://<bucket>/<prefix>/<model_name>/<commit>.<ext>`.
 
 Uploads are create-only with `if_generation_match=0` (GCS refuses the write if any generation of
 the object exists); NexusML also looks before it writes, for emulators that ignore preconditions.
-Files above :data:`RESUMABLE_THRESHOLD` use a resumable upload in :data:`CHUNK_SIZE` chunks. The
-client checks a CRC32C of the whole object against the server's, and the SHA-256 is computed from
-the same stream. An upload that never finalises leaves no object. Credentials come from Application
-Default Credentials; `STORAGE_EMULATOR_HOST` points the client at an emulator.
+Files above :data:`RESUMABLE_THRESHOLD` use a resumable upload in :data:`CHUNK_SIZE` chunks, in a
+new session if the server loses track of one (:data:`UPLOAD_SESSIONS`). The client checks a CRC32C
+of the whole object against the server's, and the SHA-256 is computed from the same stream. An
+upload that never finalises leaves no object. Credentials come from Application Default
+Credentials; `STORAGE_EMULATOR_HOST` points the client at an emulator.
 """
 
 from __future__ import annotations
@@ -42,7 +43,14 @@ RESUMABLE_THRESHOLD = 16 << 20
 #: How long the client keeps retrying a failing request before it gives up.
 RETRY_TIMEOUT_S = 60.0
 CHUNK_SIZE = 32 << 20  # a multiple of 256 KiB, as GCS requires
+#: Resumable sessions one upload may use. The SDK retries each chunk within a session; when the
+#: server has lost track of the session (a chunk half-received and refused when resent, an expired
+#: or unknown session, a checksum mismatch at the end), the upload starts again in a new one.
+UPLOAD_SESSIONS = 3
 _CHUNK = 1 << 20
+
+
+_BROKEN_SESSION = (gexc.BadRequest, gexc.NotFound, gexc.ResumeIncomplete, resumable_common.DataCorruption)
 
 
 class _CountingWriter:
@@ -119,14 +127,21 @@ class GCSStorage(Storage):
         blob = self.bucket.blob(self._key(key), chunk_size=chunk_size)
         with self._errors(key), open(path, "rb") as f:
             reader = HashingReader(f, progress)
-            blob.upload_from_file(
-                reader,
-                size=size,
-                if_generation_match=None if overwrite else 0,
-                checksum="crc32c" if chunk_size else "md5",
-                content_type="application/octet-stream",
-                retry=DEFAULT_RETRY.with_timeout(RETRY_TIMEOUT_S),  # safe: the write is conditional or idempotent
-            )
+            for attempt in range(1, (UPLOAD_SESSIONS if chunk_size else 1) + 1):
+                try:
+                    blob.upload_from_file(
+                        reader,
+                        size=size,
+                        if_generation_match=None if overwrite else 0,
+                        checksum="crc32c" if chunk_size else "md5",
+                        content_type="application/octet-stream",
+                        retry=DEFAULT_RETRY.with_timeout(RETRY_TIMEOUT_S),  # safe: the write is conditional
+                    )
+                    break
+                except _BROKEN_SESSION:
+                    if attempt == UPLOAD_SESSIONS:
+                        raise
+                    reader.seek(0)  # a new session, from the first byte (hashed once: see HashingReader)
             digest = reader.digest(path)
         if blob.size is not None and int(blob.size) != digest.size:
             raise StorageError(f"{self.uri(key)} has size {blob.size} after upload, sent {digest.size}")

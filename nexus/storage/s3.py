@@ -49,11 +49,18 @@ MULTIPART_THRESHOLD = 16 << 20
 PART_SIZE = 16 << 20
 MAX_PARTS = 10_000
 CONCURRENCY = 8
+#: Tries to receive a download's body; each after the first resumes where the last one was cut off.
+DOWNLOAD_ATTEMPTS = 5
 _CHUNK = 1 << 20
 
 _MISSING_BUCKET = {"NoSuchBucket"}
 _DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken", "403"}
 _TAKEN = {"PreconditionFailed", "412", "ConditionalRequestConflict"}
+_STREAM_ERRORS = (
+    botocore.exceptions.IncompleteReadError,
+    botocore.exceptions.ResponseStreamingError,
+    botocore.exceptions.ReadTimeoutError,
+)
 
 
 @functools.lru_cache(maxsize=8)
@@ -173,9 +180,6 @@ class S3Storage(Storage):
     ) -> Digest:
         part_size = max(PART_SIZE, -(-size // MAX_PARTS))
         s3_key = self._key(key)
-        upload_id = self.client.create_multipart_upload(Bucket=self.bucket, Key=s3_key, ChecksumAlgorithm="CRC32")[
-            "UploadId"
-        ]
         sha = hashlib.sha256()
         sent = 0
         slots = threading.BoundedSemaphore(CONCURRENCY + 2)  # parts held in memory at once
@@ -202,7 +206,10 @@ class S3Storage(Storage):
                 slots.release()
 
         futures: list[Future[dict[str, Any]]] = []
-        try:
+        upload_id = self.client.create_multipart_upload(Bucket=self.bucket, Key=s3_key, ChecksumAlgorithm="CRC32")[
+            "UploadId"
+        ]
+        try:  # from the moment the upload exists: a Ctrl-C anywhere after this line aborts it
             with ThreadPoolExecutor(CONCURRENCY, thread_name_prefix="nexus-s3-part") as pool:
                 number = 1
                 while body := f.read(part_size):
@@ -219,17 +226,31 @@ class S3Storage(Storage):
                 raise StorageError(
                     f"{getattr(f, 'name', 'the file')} changed size while it was uploaded; store it again"
                 )
-            self.client.complete_multipart_upload(
-                Bucket=self.bucket,
-                Key=s3_key,
-                UploadId=upload_id,
-                MultipartUpload={"Parts": parts},  # type: ignore[typeddict-item]
-                **condition,
-            )
+            self._complete(key, upload_id, parts, condition)
         except BaseException:
             self._abort(s3_key, upload_id)
             raise
         return Digest(sha.hexdigest(), sent)
+
+    def _complete(self, key: str, upload_id: str, parts: list[dict[str, Any]], condition: dict[str, Any]) -> None:
+        try:
+            self.client.complete_multipart_upload(
+                Bucket=self.bucket,
+                Key=self._key(key),
+                UploadId=upload_id,
+                MultipartUpload={"Parts": parts},  # type: ignore[typeddict-item]
+                **condition,
+            )
+        except botocore.exceptions.ClientError as e:
+            if str(e.response.get("Error", {}).get("Code", "")) != "NoSuchUpload":
+                raise
+            # A retried Complete whose first try went through (and whose answer was lost) finds
+            # the upload gone. Create-only: if an object is at the key now, the caller checks its bytes.
+            if condition and self.size(key) is not None:
+                raise KeyExistsError(self.uri(key)) from e
+            raise StorageError(
+                f"the upload of {self.uri(key)} ended without a confirmation from the server; run the command again"
+            ) from e
 
     def _abort(self, s3_key: str, upload_id: str) -> None:
         # If the server is gone or refuses, the parts stay invisible and expire by bucket lifecycle policy.
@@ -237,15 +258,35 @@ class S3Storage(Storage):
             self.client.abort_multipart_upload(Bucket=self.bucket, Key=s3_key, UploadId=upload_id)
 
     def download(self, key: str, out: Writable, progress: Progress | None = None) -> Digest:
+        """Stream the object into ``out``; a connection lost mid-body resumes where it stopped.
+
+        botocore retries a request until its answer starts, not a body cut off half-way: the rest
+        is asked for with `Range`, pinned to the first answer's ETag (`If-Match`), so the bytes
+        written always belong to one version of the object.
+        """
         self._check_bucket(key)
         sha = hashlib.sha256()
         size = 0
+        etag: str | None = None
         with self._errors(key):
-            body = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
-            for chunk in body.iter_chunks(_CHUNK):
-                sha.update(chunk)
-                out.write(chunk)
-                size += len(chunk)
-                if progress:
-                    progress(len(chunk))
+            for attempt in range(1, DOWNLOAD_ATTEMPTS + 1):
+                rest: dict[str, Any] = {"Range": f"bytes={size}-", "IfMatch": etag} if etag else {}
+                try:
+                    response = self.client.get_object(Bucket=self.bucket, Key=self._key(key), **rest)
+                except botocore.exceptions.ClientError as e:
+                    if etag and str(e.response.get("Error", {}).get("Code", "")) in _TAKEN:
+                        raise StorageError(f"{self.uri(key)} changed while it was downloaded; load it again") from e
+                    raise
+                etag = response["ETag"]
+                try:
+                    for chunk in response["Body"].iter_chunks(_CHUNK):
+                        sha.update(chunk)
+                        out.write(chunk)
+                        size += len(chunk)
+                        if progress:
+                            progress(len(chunk))
+                    break
+                except _STREAM_ERRORS:
+                    if attempt == DOWNLOAD_ATTEMPTS:
+                        raise
         return Digest(sha.hexdigest(), size)
