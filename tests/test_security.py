@@ -4,7 +4,10 @@ must never be written down, and the defaults that keep servers private."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,7 +16,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from helpers import GitRepo
+from helpers import GitRepo, free_port
 from nexus.cli import app
 from nexus.metadata import META_FILE
 from nexus.registry import Project
@@ -111,6 +114,23 @@ def test_no_credential_is_written_anywhere_after_a_full_run(
         assert result.returncode == 0, result.stderr
         assert SECRET_KEY not in result.stdout + result.stderr
         assert SECRET_ID not in result.stdout + result.stderr
+    # Triton itself reads the bucket with the same credentials: its log must not show them either
+    serve = subprocess.Popen(
+        [str(Path(sys.executable).with_name("nexus")), "serve", "--http-port", str(free_port()),
+         "--grpc-port", str(free_port()), "--metrics-port", str(free_port())],
+        cwd=repo.root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, **env},
+    )  # fmt: skip
+    try:
+        assert serve.stdout is not None
+        output = [serve.stdout.readline()]
+        while output[-1] and not output[-1].startswith("Ready: "):
+            output.append(serve.stdout.readline())
+        assert output[-1].startswith("Ready: "), "".join(output)
+    finally:
+        serve.send_signal(signal.SIGINT)
+        rest, _ = serve.communicate(timeout=60)
+    assert SECRET_KEY not in "".join(output) + rest
+    assert (repo.root / ".nexus" / "triton.log").is_file()
     client = s3_server.client()
     objects = client.list_objects_v2(Bucket=s3_bucket)["Contents"]
     written = [p for p in (*repo.root.rglob("*"), *tmp_path.rglob("*")) if p.is_file() and ".git" not in p.parts]
