@@ -6,8 +6,13 @@ import socket
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from nexus.triton_config import ServingOptions
+    from nexus.triton_server import TritonServer
 
 
 @dataclass
@@ -103,3 +108,22 @@ def make_onnx(path: Path) -> Path:
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
     return path
+
+
+def serve_one_model(root: Path, options: ServingOptions | None = None) -> tuple[TritonServer, Path]:
+    """A git project under ``root`` with a torch.export model "m" stored and published to
+    ``root/repository``, and a TritonServer (not started) over it, on free ports: (server, artifact)."""
+    from nexus.publish import publish
+    from nexus.registry import Project
+    from nexus.triton_server import TritonServer
+
+    repo = GitRepo.create(root / "project")
+    repo.gen({"train.py": "pass\n"}, commit="initial")
+    project = Project.open(repo.root, env={})
+    artifact = make_torch_export(root / "m.pt2")
+    project.store(artifact, "m")
+    publish(project, "m", repository=root / "repository", options=options)
+    server = TritonServer(
+        repository=str(root / "repository"), http_port=free_port(), grpc_port=free_port(), metrics_port=free_port()
+    )
+    return server, artifact

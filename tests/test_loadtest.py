@@ -16,10 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers import GitRepo, free_port, make_torch_export
+from helpers import free_port, serve_one_model
 from nexus.loadtest import LoadTestError, LoadTestSettings, parse_duration, run_loadtest
-from nexus.publish import publish
-from nexus.registry import Project
 from nexus.triton_config import ServingOptions
 from nexus.triton_server import TritonServer
 
@@ -31,16 +29,7 @@ NEXUS = str(Path(sys.executable).with_name("nexus"))
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
-    root = tmp_path_factory.mktemp("loadtest")
-    repo = GitRepo.create(root / "project")
-    repo.gen({"train.py": "pass\n"}, commit="initial")
-    project = Project.open(repo.root, env={})
-    project.store(make_torch_export(root / "m.pt2"), "m")
-    repository = root / "repository"
-    publish(project, "m", repository=repository, options=ServingOptions(max_queue_delay_us=2000))
-    triton = TritonServer(
-        repository=str(repository), http_port=free_port(), grpc_port=free_port(), metrics_port=free_port()
-    )
+    triton, _ = serve_one_model(tmp_path_factory.mktemp("loadtest"), ServingOptions(max_queue_delay_us=2000))
     with triton:
         yield triton
 

@@ -11,11 +11,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from helpers import GitRepo, free_port, make_torch_export
+from helpers import free_port, serve_one_model
 from nexus.cli import app
 from nexus.predict import PredictError, predict, random_inputs
-from nexus.publish import publish
-from nexus.registry import Project
 from nexus.triton_server import TritonServer
 
 pytestmark = pytest.mark.slow
@@ -23,16 +21,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TritonServer, Path]]:
-    root = tmp_path_factory.mktemp("predict")
-    repo = GitRepo.create(root / "project")
-    repo.gen({"train.py": "pass\n"}, commit="initial")
-    artifact = make_torch_export(root / "m.pt2")
-    project = Project.open(repo.root, env={})
-    project.store(artifact, "m")
-    publish(project, "m", repository=root / "repository")
-    triton = TritonServer(
-        repository=str(root / "repository"), http_port=free_port(), grpc_port=free_port(), metrics_port=free_port()
-    )
+    triton, artifact = serve_one_model(tmp_path_factory.mktemp("predict"))
     with triton:
         yield triton, artifact
 

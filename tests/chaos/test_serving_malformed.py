@@ -22,9 +22,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from helpers import GitRepo, free_port, make_torch_export
-from nexus.publish import publish
-from nexus.registry import Project
+from helpers import serve_one_model
 from nexus.triton_config import ServingOptions
 from nexus.triton_server import TritonServer
 
@@ -89,16 +87,7 @@ class Target:
 
 @pytest.fixture(scope="module")
 def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
-    root = tmp_path_factory.mktemp("fuzz")
-    repo = GitRepo.create(root / "project")
-    repo.gen({"train.py": "pass\n"}, commit="initial")
-    project = Project.open(repo.root, env={})
-    artifact = make_torch_export(root / "m.pt2")
-    project.store(artifact, "m")
-    publish(project, "m", repository=root / "repository", options=ServingOptions(max_queue_delay_us=500))
-    server = TritonServer(
-        repository=str(root / "repository"), http_port=free_port(), grpc_port=free_port(), metrics_port=free_port()
-    )
+    server, artifact = serve_one_model(tmp_path_factory.mktemp("fuzz"), ServingOptions(max_queue_delay_us=500))
     with server:
         t = Target(server, artifact)
         yield t
