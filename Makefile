@@ -34,16 +34,17 @@ test: lint typecheck unit  ## everything CI runs
 bench: setup  ## transfer benchmark (1 GiB; BENCH_ARGS="--size-mib 128" for a quick run)
 	$(PY) benchmarks/bench_transfer.py $(BENCH_ARGS)
 
-bench-batching: setup  ## batching benchmark on a real Triton: writes docs/batching.md and docs/batching.png (BENCH_ARGS="--quick")
+bench-batching: setup  ## batching benchmark on a real Triton, about 7 min: rewrites docs/batching.md and docs/batching.png (BENCH_ARGS="--quick --out /tmp/bench" for a short run)
 	$(PY) loadtest/bench.py $(BENCH_ARGS)
 
 CHAOS_ITERATIONS ?= 50
 CHAOS_RECORD := build/chaos/outcomes.jsonl
-reliability: setup  ## the chaos suite, long (CHAOS_ITERATIONS=50 per scenario): writes docs/reliability.md
+reliability: setup  ## the chaos suite, long (CHAOS_ITERATIONS=50 per scenario; CHAOS_ARGS for pytest): writes docs/reliability.md
 	@mkdir -p $(dir $(CHAOS_RECORD)) && rm -f $(CHAOS_RECORD)
 	NEXUS_CHAOS_ITERATIONS=$(CHAOS_ITERATIONS) NEXUS_CHAOS_RECORD=$(CHAOS_RECORD) \
 		$(VENV)/bin/pytest tests/chaos -m chaos --timeout 7200 -p no:cacheprovider $(CHAOS_ARGS); status=$$?; \
-	NEXUS_CHAOS_ITERATIONS=$(CHAOS_ITERATIONS) $(PY) tests/chaos/report.py $(CHAOS_RECORD) docs/reliability.md && exit $$status
+	NEXUS_CHAOS_ITERATIONS=$(CHAOS_ITERATIONS) CHAOS_ARGS="$(CHAOS_ARGS)" \
+		$(PY) tests/chaos/report.py $(CHAOS_RECORD) docs/reliability.md && exit $$status
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

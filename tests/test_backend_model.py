@@ -157,6 +157,34 @@ def test_a_bad_request_fails_alone_and_the_rest_are_answered(backend_module: Mod
     torch.testing.assert_close(responses[0].output("output"), responses[4].output("output"))
 
 
+def test_a_dtype_numpy_cannot_hold_is_refused_by_name(backend_module: ModuleType, tmp_path: Path) -> None:
+    model = load_instance(backend_module, tmp_path, make_torchscript(tmp_path / "a.pt"), "torchscript", MLP_SIG)
+    good = np.ones((1, 4), np.float32)
+
+    bad, ok = model.execute(
+        [pb.InferenceRequest(input=torch.ones(1, 4, dtype=torch.bfloat16)), pb.InferenceRequest(input=good)]
+    )
+
+    assert bad.error.message() == "input 'input' has dtype bfloat16, expected FP32"
+    assert not ok.has_error()
+
+
+def test_batch_outputs_are_split_as_views_of_one_array(backend_module: ModuleType, tmp_path: Path) -> None:
+    model = load_instance(backend_module, tmp_path, make_torchscript(tmp_path / "a.pt"), "torchscript", MLP_SIG)
+    batches = [np.full((n, 4), n, np.float32) for n in (2, 1, 3)]
+
+    responses = model.execute([pb.InferenceRequest(input=b) for b in batches])
+
+    outputs = [r.output("output") for r in responses]
+    assert [o.shape[0] for o in outputs] == [2, 1, 3]
+    # one conversion per batch: every request's output is a row range of the same buffer, in request order
+    base = outputs[0].data_ptr()
+    assert [o.data_ptr() - base for o in outputs] == [0, 2 * 3 * 4, 3 * 3 * 4]
+    reference = torch.jit.load(str(tmp_path / "a.pt"))
+    with torch.inference_mode():
+        torch.testing.assert_close(torch.cat(outputs), reference(torch.from_numpy(np.concatenate(batches))))
+
+
 def test_an_exception_in_the_model_answers_every_request_with_an_error(
     backend_module: ModuleType, tmp_path: Path
 ) -> None:

@@ -18,6 +18,7 @@ every request gets a slice of it, a view, which Triton copies into its response.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -87,11 +88,8 @@ def _parameters(config: dict[str, Any]) -> dict[str, str]:
 def _read(tensor: Any, spec: TensorSpec) -> Value:
     """A Triton input without a copy: numpy's view of a CPU buffer, else a torch tensor through DLPack."""
     if spec.numpy_dtype is not None and tensor.is_cpu():
-        try:
+        with contextlib.suppress(TypeError):  # numpy cannot hold what was sent (BF16 for another type): check names it
             array: npt.NDArray[Any] = tensor.as_numpy()
-        except TypeError:  # a dtype numpy cannot hold (BF16 sent for another type): `check` names it
-            pass
-        else:
             return array
     return dlpack.from_dlpack(tensor.to_dlpack())
 
@@ -99,7 +97,7 @@ def _read(tensor: Any, spec: TensorSpec) -> Value:
 def _as_torch(value: Value) -> torch.Tensor:
     if isinstance(value, torch.Tensor):
         return value
-    # Triton's buffers are read-only views; torch needs a writable array (a model may write in place)
+    # torch warns about (and may write into) a read-only array; Triton's buffers are writable, never copied here
     return torch.from_numpy(value if value.flags.writeable else value.copy())
 
 

@@ -1,0 +1,224 @@
+"""The benchmark's load generator: a closed-loop KServe v2 client over raw HTTP/1.1 keep-alive sockets.
+
+On a 2-core machine the client shares the cores with Triton, so every microsecond it spends per
+request is taken from the server. This one does the least a correct client can: one request, built
+once with Triton's binary tensor extension (a JSON header of ``Inference-Header-Content-Length`` bytes,
+then the raw input bytes), is sent again and again on ``concurrency`` blocking sockets; a single
+thread waits on ``epoll`` for any of them to become readable, reads the response, checks it and sends
+the next request on that socket at once. Each response must have status 200 and exactly the expected
+number of output bytes after its JSON header; anything else is an error, and a run with errors fails.
+"""
+
+from __future__ import annotations
+
+import json
+import select
+import socket
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+
+class BenchError(RuntimeError):
+    """The server answered something other than the expected inference result."""
+
+
+def infer_request(host: str, port: int, model: str, inputs: dict[str, npt.NDArray[Any]], outputs: list[str]) -> bytes:
+    """The bytes of one KServe v2 inference request with binary inputs and binary outputs."""
+    datatypes = {"float32": "FP32", "float16": "FP16", "int64": "INT64", "int32": "INT32", "bool": "BOOL"}
+    header = {
+        "inputs": [
+            {
+                "name": name,
+                "shape": list(value.shape),
+                "datatype": datatypes[str(value.dtype)],
+                "parameters": {"binary_data_size": value.nbytes},
+            }
+            for name, value in inputs.items()
+        ],
+        "outputs": [{"name": name, "parameters": {"binary_data": True}} for name in outputs],
+    }
+    json_part = json.dumps(header, separators=(",", ":")).encode()
+    body = json_part + b"".join(np.ascontiguousarray(v).tobytes() for v in inputs.values())
+    head = (
+        f"POST /v2/models/{model}/infer HTTP/1.1\r\n"
+        f"Host: {host}:{port}\r\n"
+        "Content-Type: application/octet-stream\r\n"
+        f"Inference-Header-Content-Length: {len(json_part)}\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+@dataclass
+class LoadResult:
+    concurrency: int
+    seconds: float
+    #: Latency of every request completed inside the measured window, in nanoseconds.
+    latencies_ns: list[int] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def requests(self) -> int:
+        return len(self.latencies_ns)
+
+    @property
+    def throughput(self) -> float:
+        return self.requests / self.seconds
+
+    def percentile_ms(self, q: float) -> float:
+        return float(np.percentile(np.asarray(self.latencies_ns), q)) / 1e6
+
+
+class _Connection:
+    __slots__ = ("buffer", "sent_ns", "sock")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buffer = b""
+        self.sent_ns = 0
+
+
+def _parse(buffer: bytes) -> tuple[int, int, int, int] | None:
+    """(status, header end, content length, inference header length) once a whole response is in."""
+    end = buffer.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    head = buffer[:end].decode("latin-1").lower()
+    status = int(head[9:12])
+    length = inference = -1
+    for line in head.split("\r\n")[1:]:
+        key, _, value = line.partition(":")
+        if key == "content-length":
+            length = int(value)
+        elif key == "inference-header-content-length":
+            inference = int(value)
+    if length < 0:
+        raise BenchError(f"response without Content-Length: {head!r}")
+    if len(buffer) < end + 4 + length:
+        return None
+    return status, end + 4, length, inference
+
+
+class ClosedLoopClient:
+    """``concurrency`` connections, each sending its next request as soon as its previous one is answered."""
+
+    def __init__(self, host: str, port: int, request: bytes, output_bytes: int, concurrency: int) -> None:
+        self.request = request
+        self.output_bytes = output_bytes
+        self.connections: list[_Connection] = []
+        for _ in range(concurrency):
+            sock = socket.create_connection((host, port))
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.connections.append(_Connection(sock))
+        self.by_fd = {c.sock.fileno(): c for c in self.connections}
+
+    def close(self) -> None:
+        for c in self.connections:
+            c.sock.close()
+
+    def __enter__(self) -> ClosedLoopClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _check(self, c: _Connection, parsed: tuple[int, int, int, int]) -> str | None:
+        status, start, length, inference = parsed
+        if status != 200:
+            return f"HTTP {status}: {c.buffer[start : start + length].decode(errors='replace')[:300]}"
+        if inference < 0 or length - inference != self.output_bytes:
+            return f"expected {self.output_bytes} output bytes, got {length - max(inference, 0)}"
+        return None
+
+    def run(self, seconds: float) -> LoadResult:
+        """Drive the closed loop for ``seconds``; requests still in flight then are awaited but not counted."""
+        result = LoadResult(len(self.connections), seconds)
+        latencies, errors = result.latencies_ns, result.errors
+        poller = select.epoll()
+        now = time.perf_counter_ns
+        deadline = now() + int(seconds * 1e9)
+        try:
+            for c in self.connections:
+                poller.register(c.sock.fileno(), select.EPOLLIN)
+                c.sent_ns = now()
+                c.sock.sendall(self.request)
+            in_flight = len(self.connections)
+            while in_flight:
+                for fd, _ in poller.poll(10.0):
+                    c = self.by_fd[fd]
+                    chunk = c.sock.recv(1 << 20)
+                    if not chunk:
+                        raise BenchError("Triton closed a connection")
+                    c.buffer += chunk
+                    parsed = _parse(c.buffer)
+                    if parsed is None:
+                        continue
+                    done = now()
+                    error = self._check(c, parsed)
+                    c.buffer = c.buffer[parsed[1] + parsed[2] :]
+                    if error is not None:
+                        errors.append(error)
+                    elif done <= deadline:
+                        latencies.append(done - c.sent_ns)
+                    if done < deadline:
+                        c.sent_ns = now()
+                        c.sock.sendall(self.request)
+                    else:
+                        in_flight -= 1
+        finally:
+            poller.close()
+        if errors:
+            raise BenchError(f"{len(errors)} bad answers, the first: {errors[0]}")
+        return result
+
+
+def model_stats(url: str, model: str) -> dict[str, Any]:
+    """Triton's statistics for ``model`` (its one loaded version)."""
+    with urllib.request.urlopen(f"{url}/v2/models/{model}/stats", timeout=30) as r:  # noqa: S310 - loopback
+        stats: dict[str, Any] = json.loads(r.read())["model_stats"][0]
+    return stats
+
+
+@dataclass(frozen=True)
+class StatsDelta:
+    """What Triton did between two statistics snapshots."""
+
+    inferences: int
+    executions: int
+    #: Average per request, in milliseconds: queue, compute_input, compute_infer, compute_output.
+    queue_ms: float
+    input_ms: float
+    infer_ms: float
+    output_ms: float
+
+    @property
+    def avg_batch(self) -> float:
+        return self.inferences / self.executions if self.executions else 0.0
+
+    @classmethod
+    def between(cls, before: dict[str, Any], after: dict[str, Any]) -> StatsDelta:
+        def delta(path: tuple[str, ...]) -> int:
+            a: Any = after
+            b: Any = before
+            for key in path:
+                a, b = a.get(key, {}), b.get(key, {})
+            return int(a or 0) - int(b or 0)
+
+        requests = delta(("inference_stats", "success", "count"))
+
+        def per_request(phase: str) -> float:
+            return delta(("inference_stats", phase, "ns")) / requests / 1e6 if requests else 0.0
+
+        return cls(
+            inferences=delta(("inference_count",)),
+            executions=delta(("execution_count",)),
+            queue_ms=per_request("queue"),
+            input_ms=per_request("compute_input"),
+            infer_ms=per_request("compute_infer"),
+            output_ms=per_request("compute_output"),
+        )

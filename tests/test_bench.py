@@ -1,0 +1,81 @@
+"""The batching benchmark (`loadtest/bench.py`): its quick mode against a real Triton server, and the
+timing hook of its `--profile` mode on the backend `model.py` in-process."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import fake_pb_utils as pb
+from helpers import make_torchscript
+from test_backend_model import MLP_SIG, TEMPLATE, load_instance
+
+BENCH = Path(__file__).parents[1] / "loadtest" / "bench.py"
+CONFIGS = ["no batching", "batching, 50 ms delay (default)", "batching, delay 0"]
+QUICK_CONCURRENCY = [1, 32]
+
+
+def table_rows(markdown: str) -> list[list[str]]:
+    """The cells of the data rows of the results tables (those whose header has req/s)."""
+    rows: list[list[str]] = []
+    in_table = False
+    for line in markdown.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if not line.startswith("|"):
+            in_table = False
+        elif cells[:3] == ["config", "concurrency", "req/s"]:
+            in_table = True
+        elif in_table and not cells[0].startswith("---"):
+            rows.append(cells)
+    return rows
+
+
+@pytest.mark.slow
+def test_quick_bench_reports_every_config_and_concurrency_with_batches_formed(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, str(BENCH), "--quick", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=280,
+        check=False,
+    )
+    assert result.returncode == 0, f"bench failed:\n{result.stdout}\n{result.stderr}"
+
+    markdown = (tmp_path / "batching.md").read_text(encoding="utf-8")
+    rows = table_rows(markdown)
+    measured = {(r[0], int(r[1])): r for r in rows if r[1].isdigit()}
+    assert set(measured) == {(c, n) for c in CONFIGS for n in QUICK_CONCURRENCY}, markdown
+    assert [r[0] for r in rows if not r[1].isdigit()] == ["in-process forward (the limit)"]
+    for config in CONFIGS[1:]:
+        avg_batch = float(measured[(config, 32)][6])
+        assert avg_batch > 1, f"{config} at concurrency 32 executed batches of {avg_batch} on average"
+    assert float(measured[("no batching", 32)][6]) == 1.0
+    assert (tmp_path / "batching.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_the_profile_hook_times_execute_and_the_forward_pass(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(BENCH.parent))
+    import _bench_profile
+
+    source = tmp_path / "model.py"
+    source.write_text(TEMPLATE.read_text(encoding="utf-8") + _bench_profile.HOOK, encoding="utf-8")
+    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", pb)
+    monkeypatch.setenv(_bench_profile.ENV, str(tmp_path))
+    spec = importlib.util.spec_from_file_location("profiled_model", source)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    model = load_instance(module, tmp_path / "repo", make_torchscript(tmp_path / "a.pt"), "torchscript", MLP_SIG)
+
+    model.execute([pb.InferenceRequest(input=np.ones((n, 4), np.float32)) for n in (1, 2, 3)])
+    totals = _bench_profile.read_totals(tmp_path, "m")
+
+    assert (totals.executions, totals.requests) == (1, 3)
+    assert 0 < totals.forward_ns < totals.execute_ns
+    assert totals.minus(_bench_profile.ExecuteTotals()).python_us_per_request > 0
