@@ -262,18 +262,29 @@ class MetadataFile:
         return Metadata.from_json(text, self.path)
 
     @contextmanager
-    def update(self, timeout: float = LOCK_TIMEOUT_S) -> Iterator[Metadata]:
-        """Lock, read, let the caller change the metadata, then write it atomically.
+    def locked(self, timeout: float = LOCK_TIMEOUT_S) -> Iterator[None]:
+        """Hold the work tree's lock (re-entrant within a thread).
 
-        Nothing is written if the block raises.
+        NexusML processes sharing a work tree take turns on it for every metadata update, and for
+        the git commands that take git's index lock (`status`, `add`, `commit`): two at once make
+        the second fail with "index.lock exists".
         """
         try:
             self._lock.acquire(timeout=timeout)
         except filelock.Timeout as e:
             raise LockTimeoutError(Path(self._lock.lock_file), timeout) from e
         try:
+            yield
+        finally:
+            self._lock.release()
+
+    @contextmanager
+    def update(self, timeout: float = LOCK_TIMEOUT_S) -> Iterator[Metadata]:
+        """Lock, read, let the caller change the metadata, then write it atomically.
+
+        Nothing is written if the block raises.
+        """
+        with self.locked(timeout):
             meta = self.read()
             yield meta
             atomic_write_text(self.path, meta.to_json())
-        finally:
-            self._lock.release()

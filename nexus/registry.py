@@ -81,6 +81,8 @@ class RollbackResult:
     model_name: str
     from_version: int
     to_version: int
+    #: The commit that recorded the metadata, with ``commit=True``.
+    metadata_commit: str | None = None
 
 
 def init(
@@ -147,7 +149,8 @@ class Project:
 
             check_signature(path, info.format, signature, batched=True)
             info = replace(info, signature=signature)
-        dirty = git_utils.dirty_files(self.root, ignore=[META_FILE])
+        with self.metadata.locked():  # `git status` may take git's index lock: see MetadataFile.locked
+            dirty = git_utils.dirty_files(self.root, ignore=[META_FILE])
         if dirty and not allow_dirty:
             raise DirtyTreeError(dirty)
         commit_hash = git_utils.head_commit(self.root)
@@ -168,35 +171,36 @@ class Project:
             except KeyExistsError:  # another writer got there between the check and the upload
                 digest, action = self._existing(storage, key, path, progress)
 
-        with self.metadata.update() as meta:
-            record = meta.model(model_name)
-            known = next((v for v in record.versions if v.storage_uri == uri), None)
-            if known is not None:
-                if known.sha256 != digest.sha256:
-                    raise ObjectConflictError(uri)
-                result = StoreResult(known, "unchanged")
-            else:
-                action = "recorded" if action == "unchanged" else action
-                version = ModelVersion(
-                    model_name=model_name,
-                    version=record.next_version(),
-                    commit_hash=commit_hash,
-                    storage_uri=uri,
-                    is_latest=True,
-                    sha256=digest.sha256,
-                    size=digest.size,
-                    format=info.format,
-                    created_at=utc_now(),
-                    author=git_utils.author(self.root),
-                    dirty=bool(dirty),
-                    signature=info.signature,
-                )
-                _promote(record, version, "store", version.author)
-                result = StoreResult(version, action)
-        if commit and result.action != "unchanged":
-            v = result.version
-            message = f"nexus: store {model_name} v{v.version} ({v.short_commit})"
-            return StoreResult(v, result.action, git_utils.commit_paths(self.root, [META_FILE], message))
+        with self.metadata.locked():  # held through the commit, so that it commits this very update
+            with self.metadata.update() as meta:
+                record = meta.model(model_name)
+                known = next((v for v in record.versions if v.storage_uri == uri), None)
+                if known is not None:
+                    if known.sha256 != digest.sha256:
+                        raise ObjectConflictError(uri)
+                    result = StoreResult(known, "unchanged")
+                else:
+                    action = "recorded" if action == "unchanged" else action
+                    version = ModelVersion(
+                        model_name=model_name,
+                        version=record.next_version(),
+                        commit_hash=commit_hash,
+                        storage_uri=uri,
+                        is_latest=True,
+                        sha256=digest.sha256,
+                        size=digest.size,
+                        format=info.format,
+                        created_at=utc_now(),
+                        author=git_utils.author(self.root),
+                        dirty=bool(dirty),
+                        signature=info.signature,
+                    )
+                    _promote(record, version, "store", version.author)
+                    result = StoreResult(version, action)
+            if commit and result.action != "unchanged":
+                v = result.version
+                message = f"nexus: store {model_name} v{v.version} ({v.short_commit})"
+                return StoreResult(v, result.action, git_utils.commit_paths(self.root, [META_FILE], message))
         return result
 
     def _same_bytes_stored(self, model_name: str, path: Path, storage: Storage) -> ModelVersion | None:
@@ -314,40 +318,48 @@ class Project:
 
     # -- rollback ---------------------------------------------------------------------------
 
-    def rollback(self, model_name: str, to: str | int | None = None) -> RollbackResult:
+    def rollback(self, model_name: str, to: str | int | None = None, *, commit: bool = False) -> RollbackResult:
         """Make an older version (the one before the current latest, by default) the latest.
 
         ``to`` is a version number (`3` or `"v3"`) or a commit prefix. The change is appended to
-        the model's history; the target must still be in storage.
+        the model's history; the target must still be in storage. With ``commit``, the change is
+        committed (`.nexus_meta.json` only) before the lock is released.
         """
         author = git_utils.author(self.root)
-        with self.metadata.update() as meta:
-            record = meta.models.get(model_name)
-            if record is None or not record.versions:
-                raise ModelNotFoundError(model_name, sorted(meta.models))
-            current = record.current()
-            if to is None:
-                older = [v for v in record.versions if v.version < current.version]
-                if not older:
+        with self.metadata.locked():
+            with self.metadata.update() as meta:
+                record = meta.models.get(model_name)
+                if record is None or not record.versions:
+                    raise ModelNotFoundError(model_name, sorted(meta.models))
+                current = record.current()
+                if to is None:
+                    older = [v for v in record.versions if v.version < current.version]
+                    if not older:
+                        raise RollbackError(
+                            f"v{current.version} is the oldest version of {model_name!r}; "
+                            "there is nothing to roll back to (use --to N to pick a newer one)"
+                        )
+                    target = older[-1]
+                else:
+                    number, prefix = parse_version_ref(str(to))
+                    if number is None and prefix is None:
+                        available = [v.version for v in record.versions]
+                        wanted = f"{to!r} (give a version number like 3 or a commit prefix of 7+ hex digits)"
+                        raise VersionNotFoundError(model_name, wanted, available)
+                    target = _resolve(record, number, prefix)
+                if target.version == current.version:
                     raise RollbackError(
-                        f"v{current.version} is the oldest version of {model_name!r}; "
-                        "there is nothing to roll back to (use --to N to pick a newer one)"
+                        f"v{target.version} is already the latest version of {model_name!r}; nothing to do"
                     )
-                target = older[-1]
-            else:
-                number, prefix = parse_version_ref(str(to))
-                if number is None and prefix is None:
-                    available = [v.version for v in record.versions]
-                    wanted = f"{to!r} (give a version number like 3 or a commit prefix of 7+ hex digits)"
-                    raise VersionNotFoundError(model_name, wanted, available)
-                target = _resolve(record, number, prefix)
-            if target.version == current.version:
-                raise RollbackError(f"v{target.version} is already the latest version of {model_name!r}; nothing to do")
-            storage, key = self._storage_of(target)
-            if storage.size(key) is None:
-                raise ObjectMissingError(target.storage_uri)
-            _promote(record, target, "rollback", author)
-        return RollbackResult(model_name, current.version, target.version)
+                storage, key = self._storage_of(target)
+                if storage.size(key) is None:
+                    raise ObjectMissingError(target.storage_uri)
+                _promote(record, target, "rollback", author)
+            sha = None
+            if commit:
+                message = f"nexus: roll back {model_name} to v{target.version}"
+                sha = git_utils.commit_paths(self.root, [META_FILE], message)
+        return RollbackResult(model_name, current.version, target.version, sha)
 
 
 def parse_version_ref(ref: str) -> tuple[int | None, str | None]:

@@ -286,7 +286,7 @@ def rollback(
     Example: nexus rollback prod_model --to 1 --commit
     """
     project = _project()
-    result = project.rollback(model_name, to)
+    result = project.rollback(model_name, to, commit=commit)  # committed under the work tree's lock
     target = project.resolve(model_name, result.to_version)
     out = stdout()
     out.print(
@@ -299,13 +299,8 @@ def rollback(
 
         swap(project, model_name, result.to_version, live, open_repository(project))
         out.print(f"Switched {live} to {model_name} v{result.to_version}.")
-    if commit:
-        from nexus import git_utils
-
-        sha = git_utils.commit_paths(
-            project.root, [META_FILE], f"nexus: roll back {model_name} to v{result.to_version}"
-        )
-        out.print(f"Committed {META_FILE} as {sha[:8]}.")
+    if result.metadata_commit:
+        out.print(f"Committed {META_FILE} as {result.metadata_commit[:8]}.")
     else:
         out.print(f"Next: git add {META_FILE} && git commit -m 'nexus: roll back {model_name} to v{result.to_version}'")
 

@@ -47,10 +47,8 @@ CHUNK_SIZE = 32 << 20  # a multiple of 256 KiB, as GCS requires
 #: server has lost track of the session (a chunk half-received and refused when resent, an expired
 #: or unknown session, a checksum mismatch at the end), the upload starts again in a new one.
 UPLOAD_SESSIONS = 3
-_CHUNK = 1 << 20
-
-
 _BROKEN_SESSION = (gexc.BadRequest, gexc.NotFound, gexc.ResumeIncomplete, resumable_common.DataCorruption)
+_CHUNK = 1 << 20
 
 
 class _CountingWriter:
@@ -103,6 +101,8 @@ class GCSStorage(Storage):
             raise EndpointUnreachableError(self.endpoint_url or self.client._connection.API_BASE_URL, str(e)) from e
         except (gexc.GoogleAPIError, resumable_common.InvalidResponse, resumable_common.DataCorruption) as e:
             raise StorageError(f"GCS request for {uri} failed: {e}; check the bucket and your access") from e
+        except requests.exceptions.RequestException as e:  # an answer cut short: no JSON where JSON was due
+            raise StorageError(f"GCS request for {uri} got a malformed answer ({e}); try again") from e
 
     def _check_bucket(self, key: str) -> None:
         if self._bucket_checked:
@@ -127,7 +127,8 @@ class GCSStorage(Storage):
         blob = self.bucket.blob(self._key(key), chunk_size=chunk_size)
         with self._errors(key), open(path, "rb") as f:
             reader = HashingReader(f, progress)
-            for attempt in range(1, (UPLOAD_SESSIONS if chunk_size else 1) + 1):
+            sessions = UPLOAD_SESSIONS if chunk_size else 1
+            for attempt in range(1, sessions + 1):
                 try:
                     blob.upload_from_file(
                         reader,
@@ -135,11 +136,11 @@ class GCSStorage(Storage):
                         if_generation_match=None if overwrite else 0,
                         checksum="crc32c" if chunk_size else "md5",
                         content_type="application/octet-stream",
-                        retry=DEFAULT_RETRY.with_timeout(RETRY_TIMEOUT_S),  # safe: the write is conditional
+                        retry=DEFAULT_RETRY.with_timeout(RETRY_TIMEOUT_S),  # safe: conditional or idempotent
                     )
                     break
                 except _BROKEN_SESSION:
-                    if attempt == UPLOAD_SESSIONS:
+                    if attempt == sessions:
                         raise
                     reader.seek(0)  # a new session, from the first byte (hashed once: see HashingReader)
             digest = reader.digest(path)

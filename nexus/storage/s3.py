@@ -18,7 +18,7 @@ import contextlib
 import functools
 import hashlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -145,7 +145,7 @@ class S3Storage(Storage):
                 head = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
         except ObjectMissingError:
             return None
-        return int(head["ContentLength"])
+        return int(self._answered(head, "ContentLength", key))
 
     def put_file(self, key: str, path: Path, progress: Progress | None = None, *, overwrite: bool = False) -> Digest:
         self._check_bucket(key)
@@ -157,8 +157,9 @@ class S3Storage(Storage):
             else:
                 digest = self._put_multipart(key, f, size, progress, condition)
             head = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
-        if int(head["ContentLength"]) != digest.size:
-            raise StorageError(f"{self.uri(key)} has size {head['ContentLength']} after upload, sent {digest.size}")
+            stored = int(self._answered(head, "ContentLength", key))
+        if stored != digest.size:
+            raise StorageError(f"{self.uri(key)} has size {stored} after upload, sent {digest.size}")
         return digest
 
     def _put_single(self, key: str, f: BinaryIO, progress: Progress | None, condition: dict[str, Any]) -> Digest:
@@ -198,7 +199,7 @@ class S3Storage(Storage):
                 if progress:
                     with lock:
                         progress(len(body))
-                part = {"PartNumber": number, "ETag": r["ETag"]}
+                part = {"PartNumber": number, "ETag": self._answered(r, "ETag", key)}
                 if "ChecksumCRC32" in r:
                     part["ChecksumCRC32"] = r["ChecksumCRC32"]
                 return part
@@ -206,9 +207,8 @@ class S3Storage(Storage):
                 slots.release()
 
         futures: list[Future[dict[str, Any]]] = []
-        upload_id = self.client.create_multipart_upload(Bucket=self.bucket, Key=s3_key, ChecksumAlgorithm="CRC32")[
-            "UploadId"
-        ]
+        created = self.client.create_multipart_upload(Bucket=self.bucket, Key=s3_key, ChecksumAlgorithm="CRC32")
+        upload_id = self._answered(created, "UploadId", key)
         try:  # from the moment the upload exists: a Ctrl-C anywhere after this line aborts it
             with ThreadPoolExecutor(CONCURRENCY, thread_name_prefix="nexus-s3-part") as pool:
                 number = 1
@@ -231,6 +231,14 @@ class S3Storage(Storage):
             self._abort(s3_key, upload_id)
             raise
         return Digest(sha.hexdigest(), sent)
+
+    def _answered(self, response: Mapping[str, Any], field: str, key: str) -> str:
+        """A field the request cannot have succeeded without. A connection cut between two header
+        lines makes a truncated answer look complete (an empty 200), and botocore accepts it."""
+        value = response.get(field)
+        if value is None or value == "":
+            raise StorageError(f"S3 answered a request for {self.uri(key)} without its {field}; try again")
+        return str(value)
 
     def _complete(self, key: str, upload_id: str, parts: list[dict[str, Any]], condition: dict[str, Any]) -> None:
         try:
@@ -277,7 +285,7 @@ class S3Storage(Storage):
                     if etag and str(e.response.get("Error", {}).get("Code", "")) in _TAKEN:
                         raise StorageError(f"{self.uri(key)} changed while it was downloaded; load it again") from e
                     raise
-                etag = response["ETag"]
+                etag = self._answered(response, "ETag", key)
                 try:
                     for chunk in response["Body"].iter_chunks(_CHUNK):
                         sha.update(chunk)
