@@ -207,6 +207,41 @@ def test_store_and_load_get_through_transient_faults_verified(
     assert sum(n for fault, n in injected.items() if fault != "pass"), "no fault was injected: nothing was tested"
 
 
+def _store_and_load_finish_or_fail_cleanly(
+    repo: GitRepo,
+    remote: Remote,
+    model: Path,
+    plan: FaultPlan,
+    scenario: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    record: Recorder,
+) -> None:
+    """Store (and, when that worked, load) through ``plan``'s faults once per seed; each attempt must
+    finish correctly or fail with a NexusML error, leaving no partial version behind."""
+    for i, seed in enumerate(seeds(quick=1)):
+        check = Check(TRANSFER)
+        with through_proxy(remote.backend, remote.port, plan, seed) as (proxy, env):
+            project = _project(repo.root, env, monkeypatch, tmp_path / f"cache{i}")
+            stored = _store(check, project, remote, model, f"m{i}", expected=(StorageError,))
+            outcome = stored.outcome
+            if stored.error is None:
+                loaded = _load(check, project, f"m{i}", tmp_path / f"out{i}.pt", file_sha256(model))
+                outcome = f"{outcome}, {loaded.outcome}"
+            excused = check_no_open_uploads(check, remote.backend, proxy)
+            record(
+                GROUP,
+                scenario,
+                outcome,
+                violations=check.counts(),
+                faults=dict(proxy.faults()),
+                requests=len(proxy.events),
+                orphans_excused=excused,
+                seed=seed,
+            )
+            assert not check.details, _finish(check, proxy, seed)
+
+
 # --- cuts with no bound: each attempt finishes correctly or fails cleanly --------------------------
 
 CUTS = FaultPlan(cut_request=0.25, cut_response=0.25, max_streak=None)
@@ -227,27 +262,7 @@ def test_connections_cut_at_random_leave_complete_versions_or_nothing(
     monkeypatch.setattr(nexus.storage.gcs, "RETRY_TIMEOUT_S", 2.0)
     model = model_files[size]
     scenario = f"{_label(remote, size)}: store + load, half of all requests cut, no bound"
-    for i, seed in enumerate(seeds(quick=1)):
-        check = Check(TRANSFER)
-        with through_proxy(remote.backend, remote.port, CUTS, seed) as (proxy, env):
-            project = _project(repo.root, env, monkeypatch, tmp_path / f"cache{i}")
-            stored = _store(check, project, remote, model, f"m{i}", expected=(StorageError,))
-            outcome = stored.outcome
-            if stored.error is None:
-                loaded = _load(check, project, f"m{i}", tmp_path / f"out{i}.pt", file_sha256(model))
-                outcome = f"{outcome}, {loaded.outcome}"
-            excused = check_no_open_uploads(check, remote.backend, proxy)
-            record(
-                GROUP,
-                scenario,
-                outcome,
-                violations=check.counts(),
-                faults=dict(proxy.faults()),
-                requests=len(proxy.events),
-                orphans_excused=excused,
-                seed=seed,
-            )
-            assert not check.details, _finish(check, proxy, seed)
+    _store_and_load_finish_or_fail_cleanly(repo, remote, model, CUTS, scenario, tmp_path, monkeypatch, record)
 
 
 # --- answers that look complete but are not ------------------------------------------------------
@@ -270,27 +285,7 @@ def test_answers_cut_after_the_status_line_never_pass_for_success(
     correctly or fail with a NexusML error, never a KeyError."""
     model = model_files[size]
     scenario = f"{_label(remote, size)}: store + load, 30% of answers cut after the status line or head"
-    for i, seed in enumerate(seeds(quick=1)):
-        check = Check(TRANSFER)
-        with through_proxy(remote.backend, remote.port, TRUNCATED, seed) as (proxy, env):
-            project = _project(repo.root, env, monkeypatch, tmp_path / f"cache{i}")
-            stored = _store(check, project, remote, model, f"m{i}", expected=(StorageError,))
-            outcome = stored.outcome
-            if stored.error is None:
-                loaded = _load(check, project, f"m{i}", tmp_path / f"out{i}.pt", file_sha256(model))
-                outcome = f"{outcome}, {loaded.outcome}"
-            excused = check_no_open_uploads(check, remote.backend, proxy)
-            record(
-                GROUP,
-                scenario,
-                outcome,
-                violations=check.counts(),
-                faults=dict(proxy.faults()),
-                requests=len(proxy.events),
-                orphans_excused=excused,
-                seed=seed,
-            )
-            assert not check.details, _finish(check, proxy, seed)
+    _store_and_load_finish_or_fail_cleanly(repo, remote, model, TRUNCATED, scenario, tmp_path, monkeypatch, record)
 
 
 # --- the server refuses -----------------------------------------------------------------------------
