@@ -47,6 +47,10 @@ ModelArg = Annotated[str, typer.Argument(help="Model name: letters, digits, '_',
 OptionalModelArg = Annotated[str | None, typer.Argument(help="Only this model.", show_default=False)]
 VersionOpt = Annotated[int | None, typer.Option("--version", "-v", help="Version number (default: latest).")]
 CommitOpt = Annotated[str | None, typer.Option("--commit", help="Version stored at this commit (4+ hex digits).")]
+RepositoryOpt = Annotated[
+    str | None,
+    typer.Option("--repository", "-r", help="Folder or s3:// / gs:// URI (default: [publish] in .nexusrc)."),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of a table.")]
 GitCommitOpt = Annotated[bool, typer.Option("--commit", help="Commit .nexus_meta.json afterwards.")]
 
@@ -350,10 +354,7 @@ def publish(
     model_name: ModelArg,
     version: VersionOpt = None,
     commit: CommitOpt = None,
-    repository: Annotated[
-        str | None,
-        typer.Option("--repository", "-r", help="Folder or s3:// / gs:// URI (default: [publish] in .nexusrc)."),
-    ] = None,
+    repository: RepositoryOpt = None,
     max_batch_size: Annotated[int, typer.Option(help="Largest batch Triton forms.")] = 32,
     max_queue_delay_us: Annotated[int, typer.Option(help="How long a request may wait for a batch to fill.")] = 50_000,
     no_batching: Annotated[bool, typer.Option("--no-batching", help="Serve requests one at a time.")] = False,
@@ -430,10 +431,7 @@ def publish(
 @app.command()
 @_handles_errors
 def serve(
-    repository: Annotated[
-        str | None,
-        typer.Option("--repository", "-r", help="Folder or s3:// / gs:// URI (default: [publish] in .nexusrc)."),
-    ] = None,
+    repository: RepositoryOpt = None,
     http_port: Annotated[int, typer.Option(help="KServe v2 HTTP port.")] = 8000,
     grpc_port: Annotated[int, typer.Option(help="KServe v2 gRPC port.")] = 8001,
     metrics_port: Annotated[int, typer.Option(help="Prometheus metrics port.")] = 8002,
@@ -584,9 +582,7 @@ def predict(
 @_handles_errors
 def status(
     server: ServerOpt = None,
-    repository: Annotated[
-        str | None, typer.Option("--repository", "-r", help="Repository folder (default: [publish] in .nexusrc).")
-    ] = None,
+    repository: RepositoryOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Latest in .nexus_meta.json, published in the repository, live on Triton: and any drift.
