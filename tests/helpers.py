@@ -88,12 +88,12 @@ def make_torch_export(path: Path, seed: int = 0) -> Path:
     return path
 
 
-def make_onnx(path: Path) -> Path:
-    """A real ONNX model (y = relu(x @ W + b)) built with onnx.helper: no exporter needed."""
+def make_onnx(path: Path, seed: int = 0) -> Path:
+    """A real ONNX model (y = relu(x @ W + b)), weights drawn from ``seed``, built with onnx.helper."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     w = numpy_helper.from_array(rng.standard_normal((4, 3)).astype(np.float32), name="W")
     b = numpy_helper.from_array(rng.standard_normal(3).astype(np.float32), name="B")
     graph = helper.make_graph(

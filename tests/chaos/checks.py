@@ -215,24 +215,3 @@ def check_store_attempt(
             check.fail("metadata changes", f"{META_FILE} changed by a failed store of {model_name}")
         if error is not None and not isinstance(error, expected_errors):
             check.fail("unclean errors", f"{type(error).__name__}: {error}")
-
-
-def make_onnx(path: Path, seed: int) -> Path:
-    """A small real ONNX model (y = relu(x @ W + b)) with weights drawn from ``seed``."""
-    import numpy as np
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(seed)
-    w = numpy_helper.from_array(rng.standard_normal((4, 3)).astype(np.float32), name="W")
-    b = numpy_helper.from_array(rng.standard_normal(3).astype(np.float32), name="B")
-    graph = helper.make_graph(
-        [helper.make_node("Gemm", ["x", "W", "B"], ["h"]), helper.make_node("Relu", ["h"], ["y"])],
-        "mlp",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])],
-        initializer=[w, b],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
-    onnx.save(model, str(path))
-    return path

@@ -23,10 +23,10 @@ from typing import Any
 
 import pytest
 
-from chaos.checks import make_onnx, seeds
+from chaos.checks import seeds
 from chaos.conftest import Recorder
 from conftest import S3Server
-from helpers import GitRepo, make_torchscript
+from helpers import GitRepo, make_onnx, make_torchscript
 from nexus.metadata import META_FILE, Metadata
 
 pytestmark = [pytest.mark.chaos, pytest.mark.slow]
