@@ -4,31 +4,34 @@ Run from the repository root (or ``make bench-batching``)::
 
     .venv/bin/python loadtest/bench.py                 # both models, concurrency 1/8/32/64 (about 7 minutes)
     .venv/bin/python loadtest/bench.py --quick         # the MLP at concurrency 1 and 32, short runs
-    .venv/bin/python loadtest/bench.py --instances 2   # every config with two model instances
+    .venv/bin/python loadtest/bench.py --instances 1   # every config with one model instance
     .venv/bin/python loadtest/bench.py --profile       # also time model.py's forward pass and its other Python
     .venv/bin/python loadtest/bench.py --out DIR       # write DIR/batching.md and the PNG (default docs/)
 
 Two reference models, exported as TorchScript and stored in a throwaway git repository: an MLP
 784→2048→2048→10 and a small CNN on 1×28×28 images (float32, ``torch.manual_seed(0)``). Each is
-stored under three names and published three ways into one model repository:
+stored under four names and published four ways into one model repository:
 
-- ``nobatch``: no dynamic batching (``max_batch_size: 0``);
+- ``baseline``: no dynamic batching and one instance: the plain deployment the seed measured;
+- ``nobatch``: no dynamic batching, with the instance count of the rows below;
 - ``batch50ms``: NexusML's default (batches of up to 32, ``max_queue_delay_microseconds: 50000``);
 - ``batch0``: batches of up to 32 with ``max_queue_delay_microseconds: 0``.
 
-One instance each (``--instances`` changes that) with one torch thread, one Triton serving all of
-them. For each model, config and concurrency, the closed-loop client in ``_bench_client.py`` runs a
-warm-up and then a measured window; Triton's statistics before and after the window give the average
-executed batch size and where each request's time went, ``/proc`` where the CPU went, and with
-``--profile`` a timer inside the stub how long `model.py` spent in and around the forward pass. A row
-during which other programs used more than ``--max-other`` of the cores is measured again once the
-machine is quiet. The in-process forward throughput of the same artifact at batch 1 and 32 (one torch
-thread, ``torch.inference_mode()``, best of three) is the limit this machine sets; efficiency is
-served requests/s divided by the in-process samples/s at batch 32.
+The last three get NexusML's automatic instance count (two for these models; ``--instances N`` sets
+it, and ``--instances 1`` drops the baseline row, which is then the same as ``nobatch``), each with
+one torch thread, one Triton serving all of them. For each model, config and concurrency, the
+closed-loop client in ``_bench_client.py`` runs a warm-up and then a measured window; Triton's
+statistics before and after the window give the average executed batch size and where each request's
+time went, ``/proc`` where the CPU went, and with ``--profile`` a timer inside the stub how long
+`model.py` spent in and around the forward pass. A row during which other programs used more than
+``--max-other`` of the cores is measured again once the machine is quiet. The in-process forward
+throughput of the same artifact at batch 1 and 32 (one torch thread, ``torch.inference_mode()``,
+best of three) is the limit this machine sets; efficiency is served requests/s divided by the
+in-process samples/s at batch 32.
 
 A run writes ``OUT/<name>.png`` and replaces its block (between ``<!-- bench:<name>:begin -->`` and
 ``<!-- bench:<name>:end -->``) in ``OUT/batching.md``, leaving the prose around it alone; ``<name>``
-is ``batching``, or ``batching-N-instances`` with ``--instances N``.
+is ``batching``, or ``batching-N-instance(s)`` with ``--instances N``.
 """
 
 from __future__ import annotations
@@ -63,10 +66,11 @@ from _bench_report import Row, write_report
 from nexus.metadata import Signature, TensorSpec
 from nexus.publish import publish
 from nexus.registry import Project
-from nexus.triton_config import ServingOptions
+from nexus.triton_config import AUTO_INSTANCES, ServingOptions
 from nexus.triton_server import TritonServer
 
 CONFIGS = {
+    "baseline": ServingOptions(batching=False, instances=1),
     "nobatch": ServingOptions(batching=False),
     "batch50ms": ServingOptions(),
     "batch0": ServingOptions(max_queue_delay_us=0),
@@ -121,15 +125,23 @@ def export(reference: Reference, path: Path) -> Path:
     return path
 
 
-def in_process(path: Path, shape: tuple[int, ...], batch: int, seconds: float, quiet: bool = True) -> float:
-    """Samples/s of the artifact's forward pass at ``batch``, one torch thread, inference mode.
+def in_process(
+    path: Path, shape: tuple[int, ...], batch: int, seconds: float, quiet: bool = True, device: str = "cpu"
+) -> float:
+    """Samples/s of the artifact's forward pass at ``batch`` on ``device``, one torch thread, inference mode.
 
     The best of three runs, each started once the machine is quiet (with ``quiet``): the limit the
-    served figures are compared with, so it is measured at its best.
+    served figures are compared with, so it is measured at its best. On a GPU each run ends with a
+    synchronize, so that queued kernels are counted.
     """
     torch.set_num_threads(1)
-    module = torch.jit.load(str(path))  # type: ignore[no-untyped-call]  # untyped in torch
-    x = torch.randn(batch, *shape)
+    module = torch.jit.load(str(path), map_location=device)  # type: ignore[no-untyped-call]  # untyped in torch
+    x = torch.randn(batch, *shape, device=device)
+
+    def sync() -> None:
+        if device != "cpu":
+            torch.cuda.synchronize()
+
     best = 0.0
     with torch.inference_mode():
         for _ in range(3):
@@ -137,10 +149,13 @@ def in_process(path: Path, shape: tuple[int, ...], batch: int, seconds: float, q
                 wait_until_quiet()
             for _ in range(20):
                 module(x)
+            sync()
             n, start = 0, time.perf_counter()
             while (elapsed := time.perf_counter() - start) < seconds / 3:
                 module(x)
                 n += 1
+            sync()
+            elapsed = time.perf_counter() - start
             best = max(best, n * batch / elapsed)
     return best
 
@@ -152,8 +167,25 @@ def free_port() -> int:
         return port
 
 
+def configs(instances: int | None, kind: str = "auto") -> dict[str, ServingOptions]:
+    """The configs a run publishes: ``baseline`` stays at one instance, the others get ``instances``;
+    all of them instances of ``kind`` (auto, cpu or gpu)."""
+    chosen = {
+        name: replace(o, kind=kind) if name == "baseline" else replace(o, instances=instances, kind=kind)
+        for name, o in CONFIGS.items()
+    }
+    if instances == 1:
+        del chosen["baseline"]  # the same as nobatch
+    return chosen
+
+
 def make_repository(
-    workdir: Path, models: list[str], instances: int = 1, backend: Path | None = None, profile: bool = False
+    workdir: Path,
+    models: list[str],
+    instances: int | None = None,
+    backend: Path | None = None,
+    profile: bool = False,
+    kind: str = "auto",
 ) -> tuple[Path, dict[str, Path]]:
     """A throwaway git project with every model stored under each config's name, published into one repository.
 
@@ -180,10 +212,10 @@ def make_repository(
     for name in models:
         reference = MODELS[name]
         artifacts[name] = export(reference, project_dir / f"{name}.pt")
-        for config, options in CONFIGS.items():
+        for config, options in configs(instances, kind).items():
             served = f"{name}_{config}"
             project.store(artifacts[name], served, signature=reference.signature)
-            result = publish(project, served, repository=repository, options=replace(options, instances=instances))
+            result = publish(project, served, repository=repository, options=options)
             model_py = repository / result.files[0]
             source = (backend or model_py).read_text(encoding="utf-8")
             model_py.write_text(source + (PROFILE_HOOK if profile else ""), encoding="utf-8")
@@ -271,7 +303,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=float, help="warm-up per run (default 2, quick 0.5)")
     parser.add_argument("--models", nargs="+", choices=list(MODELS), help="default: mlp cnn (quick: mlp)")
     parser.add_argument("--concurrency", nargs="+", type=int, help="default: 1 8 32 64 (quick: 1 32)")
-    parser.add_argument("--instances", type=int, default=1, help="model instances per config (default 1)")
+    parser.add_argument(
+        "--instances", type=int, help=f"model instances per config (default: NexusML's automatic {AUTO_INSTANCES})"
+    )
+    parser.add_argument(
+        "--device",
+        choices=["auto", "cpu", "cuda"],
+        default="auto",
+        help="where the models run, in-process and in Triton (default: cuda when torch sees a GPU)",
+    )
     parser.add_argument("--backend", type=Path, help="serve this model.py instead of the template (a before/after)")
     parser.add_argument(
         "--profile", action="store_true", help="time model.py's forward pass and the Python around it, in the stub"
@@ -290,15 +330,20 @@ def main(argv: list[str] | None = None) -> None:
     inproc_seconds = 1.0 if args.quick else 6.0
     max_other = args.max_other if args.max_other is not None else (1.0 if args.quick else 0.1)
 
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    kind = "gpu" if device == "cuda" else "cpu"
+
     with tempfile.TemporaryDirectory(prefix="nexus-bench-") as tmp:
         workdir = Path(tmp)
-        repository, artifacts = make_repository(workdir, models, args.instances, args.backend, args.profile)
+        repository, artifacts = make_repository(workdir, models, args.instances, args.backend, args.profile, kind)
         if args.profile:
             (workdir / "profile").mkdir()
             os.environ[PROFILE_ENV] = str(workdir / "profile")
         in_proc = {
             name: {
-                b: in_process(artifacts[name], MODELS[name].sample_shape, b, inproc_seconds, quiet=not args.quick)
+                b: in_process(
+                    artifacts[name], MODELS[name].sample_shape, b, inproc_seconds, quiet=not args.quick, device=device
+                )
                 for b in (1, 32)
             }
             for name in models
@@ -316,23 +361,26 @@ def main(argv: list[str] | None = None) -> None:
         with server:
             triton_version = server_version(server.url)
             for name in models:
-                for config in CONFIGS:
+                for config in configs(args.instances):
                     for concurrency in concurrencies:
                         rows.append(
                             measure_quietly(server, MODELS[name], config, concurrency, warmup, seconds, max_other)
                         )
+    count = AUTO_INSTANCES if args.instances is None else args.instances
+    plural = "s" if count > 1 else ""
+    instances_text = f"{count} instance{plural}" + (" (automatic)" if args.instances is None else "")
     environment = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": machine(),
+        "machine": machine() + (f", {torch.cuda.get_device_name()}" if device == "cuda" else ""),
         "torch": torch.__version__,
         "Triton": f"{triton_version} (the tritonserver in nvidia-pytriton {metadata.version('nvidia-pytriton')})",
-        "run": f"{warmup:g} s warm-up, {seconds:g} s measured per row; {args.instances} instance(s) per config, "
-        "one torch thread each"
+        "run": f"{warmup:g} s warm-up, {seconds:g} s measured per row; {instances_text} per config "
+        "(the baseline: one), one torch thread each"
         + (f"; model.py from {args.backend}" if args.backend else "")
         + ("; model.py timed in the stub (--profile)" if args.profile else ""),
     }
-    name = "batching" if args.instances == 1 else f"batching-{args.instances}-instances"
-    title = f"{args.instances} model instance(s) per config, one torch thread each; {environment['machine']}"
+    name = "batching" if args.instances is None else f"batching-{args.instances}-instance{plural}"
+    title = f"{instances_text} per config, one torch thread each; {environment['machine']}"
     md, png = write_report(args.out, name, rows, in_proc, environment, title)
     print(f"wrote {md} and {png}")  # noqa: T201
 

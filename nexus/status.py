@@ -44,8 +44,8 @@ class ModelStatus:
             problems.append(f"server runs {live}, metadata says v{self.latest}")
         if self.dead_stubs:
             problems.append(
-                f"backend stub of {', '.join(self.dead_stubs)} is not running: every request fails until the model "
-                "is reloaded (nexus serve reloads it)"
+                f"backend stub of {', '.join(self.dead_stubs)} is not running: the requests Triton sends to it fail "
+                "until the model is reloaded (nexus serve reloads it)"
             )
         return problems
 

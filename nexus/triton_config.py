@@ -47,6 +47,14 @@ PARAM_FORMAT = "nexus_format"
 PARAM_COMMIT = "nexus_commit"
 PARAM_SHA256 = "nexus_sha256"
 PARAM_TORCH_THREADS = "nexus_torch_threads"
+#: "auto" when the instance count was left to NexusML (re-publishing then decides again for the new artifact).
+PARAM_INSTANCES = "nexus_instances"
+
+#: Instances per device when the count is left to NexusML: one batch is gathered, copied and answered
+#: while the other one runs its forward pass (docs/batching.md measures the gain).
+AUTO_INSTANCES = 2
+#: Above this artifact size the automatic count is 1: a second copy of the weights costs more than it gains.
+AUTO_ONE_INSTANCE_ABOVE = 1 << 30
 
 
 class SignatureError(NexusError, ValueError):
@@ -60,7 +68,8 @@ class ServingOptions:
     max_batch_size: int = 32
     max_queue_delay_us: int = 50_000
     batching: bool = True
-    instances: int = 1
+    #: Model instances per device; None: automatic (:func:`instance_count`).
+    instances: int | None = None
     kind: str = "auto"
     priority_levels: int = 0
     #: Requests waiting beyond this many are refused at once (HTTP 503); 0 means no bound.
@@ -74,10 +83,24 @@ class ServingOptions:
         for name in ("max_batch_size", "max_queue_delay_us", "priority_levels", "max_queue_size"):
             if getattr(self, name) < 0:
                 raise SignatureError(f"--{name.replace('_', '-')} must be 0 or more")
-        if self.instances < 1 or self.torch_threads < 1:
+        if (self.instances is not None and self.instances < 1) or self.torch_threads < 1:
             raise SignatureError("--instances and --torch-threads must be at least 1")
         if self.batching and self.max_batch_size < 1:
             raise SignatureError("--max-batch-size must be at least 1 with batching (or pass --no-batching)")
+
+
+def instance_count(options: ServingOptions, version: ModelVersion) -> int:
+    """How many instances per device serve ``version``: the count the user chose, else automatic.
+
+    Automatic is :data:`AUTO_INSTANCES` (2), as Triton's optimization guide suggests and as Triton
+    itself defaults CPU models of its ONNX Runtime and TensorFlow backends; with one instance the
+    Python backend leaves the cores idle while it moves a batch in and out. Artifacts over
+    :data:`AUTO_ONE_INSTANCE_ABOVE` (1 GiB) get one instance, where a second copy of the weights costs
+    more memory than the overlap gains.
+    """
+    if options.instances is not None:
+        return options.instances
+    return 1 if version.size > AUTO_ONE_INSTANCE_ABOVE else AUTO_INSTANCES
 
 
 _SPEC = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_.:-]*):(?P<dtype>[a-z0-9]+):(?P<dims>-?\d+(?:,-?\d+)*)?$")
@@ -131,7 +154,7 @@ def render_config(
         "input": [_tensor(t, batched) for t in signature.inputs],
         "output": [_tensor(t, batched) for t in signature.outputs],
         "version_policy": {"specific": {"versions": [version.version]}},
-        "instance_group": [{"kind": KINDS[options.kind], "count": options.instances}],
+        "instance_group": [{"kind": KINDS[options.kind], "count": instance_count(options, version)}],
         "parameters": {
             key: {"string_value": value}
             for key, value in {
@@ -140,6 +163,7 @@ def render_config(
                 PARAM_COMMIT: version.commit_hash,
                 PARAM_SHA256: version.sha256,
                 PARAM_TORCH_THREADS: str(options.torch_threads),
+                **({PARAM_INSTANCES: "auto"} if options.instances is None else {}),
             }.items()
         },
     }
@@ -196,7 +220,7 @@ def read_serving(config: Any) -> tuple[ServingOptions, Signature]:
         max_batch_size=config.max_batch_size if batched else ServingOptions.max_batch_size,
         max_queue_delay_us=batching.max_queue_delay_microseconds if batched else ServingOptions.max_queue_delay_us,
         batching=batched,
-        instances=group.count if group and group.count else 1,
+        instances=None if params.get(PARAM_INSTANCES) == "auto" else (group.count if group and group.count else 1),
         kind=_KIND_NAMES[model_config_pb2.ModelInstanceGroup.Kind.Name(group.kind)] if group else "auto",
         priority_levels=batching.priority_levels,
         max_queue_size=batching.default_queue_policy.max_queue_size,

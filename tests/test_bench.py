@@ -16,7 +16,12 @@ from helpers import make_torchscript
 from test_backend_model import MLP_SIG, TEMPLATE, load_instance
 
 BENCH = Path(__file__).parents[1] / "loadtest" / "bench.py"
-CONFIGS = ["no batching", "batching, 50 ms delay (default)", "batching, delay 0"]
+CONFIGS = [
+    "no batching, one instance (baseline)",
+    "no batching",
+    "batching, 50 ms delay (default)",
+    "batching, delay 0",
+]
 QUICK_CONCURRENCY = [1, 32]
 
 
@@ -51,10 +56,12 @@ def test_quick_bench_reports_every_config_and_concurrency_with_batches_formed(tm
     measured = {(r[0], int(r[1])): r for r in rows if r[1].isdigit()}
     assert set(measured) == {(c, n) for c in CONFIGS for n in QUICK_CONCURRENCY}, markdown
     assert [r[0] for r in rows if not r[1].isdigit()] == ["in-process forward (the limit)"]
-    for config in CONFIGS[1:]:
+    for config in CONFIGS[2:]:
         avg_batch = float(measured[(config, 32)][6])
         assert avg_batch > 1, f"{config} at concurrency 32 executed batches of {avg_batch} on average"
     assert float(measured[("no batching", 32)][6]) == 1.0
+    assert float(measured[("no batching, one instance (baseline)", 32)][6]) == 1.0
+    assert "default config vs no batching, one instance (baseline) at concurrency 32" in markdown
     assert (tmp_path / "batching.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
 
 

@@ -39,7 +39,7 @@ def test_defaults_batch_32_within_50ms_on_the_python_backend() -> None:
     assert c.dynamic_batching.priority_levels == 0
     assert not c.dynamic_batching.HasField("default_queue_policy")
     assert list(c.version_policy.specific.versions) == [7]
-    assert [(g.kind, g.count) for g in c.instance_group] == [(0, 1)]  # KIND_AUTO
+    assert [(g.kind, g.count) for g in c.instance_group] == [(0, 2)]  # KIND_AUTO, automatic count
     assert not c.model_warmup
     params = {k: v.string_value for k, v in c.parameters.items()}
     assert params == {
@@ -48,6 +48,7 @@ def test_defaults_batch_32_within_50ms_on_the_python_backend() -> None:
         "nexus_commit": "a" * 40,
         "nexus_sha256": "b" * 64,
         "nexus_torch_threads": "1",
+        "nexus_instances": "auto",
     }
 
 
@@ -87,6 +88,23 @@ def test_instances_and_kind() -> None:
     assert [(pb.ModelInstanceGroup.Kind.Name(g.kind), g.count) for g in c.instance_group] == [("KIND_GPU", 3)]
     c = rendered(ServingOptions(kind="cpu"))
     assert pb.ModelInstanceGroup.Kind.Name(c.instance_group[0].kind) == "KIND_CPU"
+
+
+def test_instances_are_automatic_by_default_two_or_one_for_a_big_artifact() -> None:
+    from dataclasses import replace
+
+    from tritonclient.grpc import model_config_pb2 as pb
+
+    c = rendered()
+    assert [(pb.ModelInstanceGroup.Kind.Name(g.kind), g.count) for g in c.instance_group] == [("KIND_AUTO", 2)]
+    assert c.parameters["nexus_instances"].string_value == "auto"
+    big = replace(VERSION, size=(1 << 30) + 1)
+    assert render_config("m", big, SIG, ServingOptions(), "model.pt").instance_group[0].count == 1
+    assert render_config("m", big, SIG, ServingOptions(instances=3), "model.pt").instance_group[0].count == 3
+    assert "nexus_instances" not in rendered(ServingOptions(instances=2)).parameters
+    # re-publishing decides again for the next artifact, but keeps a count the user chose
+    assert read_serving(c)[0].instances is None
+    assert read_serving(rendered(ServingOptions(instances=2)))[0].instances == 2
 
 
 def test_priority_levels() -> None:
@@ -159,6 +177,7 @@ def test_tensor_specs_from_the_command_line() -> None:
         ServingOptions(),
         ServingOptions(max_batch_size=8, max_queue_delay_us=0, instances=2, kind="cpu", priority_levels=2),
         ServingOptions(max_queue_size=64, warmup=True, torch_threads=3, kind="gpu"),
+        ServingOptions(instances=1),
     ],
 )
 def test_read_serving_recovers_the_options_and_signature_a_config_was_rendered_from(options: ServingOptions) -> None:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.markup import escape
@@ -22,6 +22,9 @@ from nexus.config import CONFIG_FILE, PublishSettings, StorageSettings
 from nexus.errors import ConfigError
 from nexus.metadata import META_FILE, ModelVersion, Signature, parse_time
 from nexus.registry import Project, init
+
+if TYPE_CHECKING:
+    from nexus.triton_config import ServingOptions
 
 app = typer.Typer(
     name="nexus",
@@ -90,6 +93,36 @@ def _signature(inputs: list[str] | None, outputs: list[str] | None, batched: boo
     return Signature(
         inputs=[parse_tensor_spec(t, batched) for t in inputs], outputs=[parse_tensor_spec(t, batched) for t in outputs]
     )
+
+
+def _instances(text: str) -> int | None:
+    """--instances: a positive count, or auto (None)."""
+    from nexus.triton_config import SignatureError
+
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise SignatureError(f"--instances must be auto or a count of at least 1, not {text!r}")
+    return count
+
+
+def _serving_summary(options: ServingOptions, version: ModelVersion) -> str:
+    """One line on how a published version is served, e.g. "2 instances (auto), batches of up to 32 within 50 ms"."""
+    from nexus.triton_config import instance_count
+
+    count = instance_count(options, version)
+    parts = [f"{count} instance{'s' if count > 1 else ''}" + (" (auto)" if options.instances is None else "")]
+    if not options.batching:
+        parts.append("no batching")
+    else:
+        parts.append(f"batches of up to {options.max_batch_size} within {options.max_queue_delay_us / 1000:g} ms")
+    if options.max_queue_size:
+        parts.append(f"queue of {options.max_queue_size}")
+    return ", ".join(parts)
 
 
 def _handles_errors(fn: F) -> F:
@@ -358,7 +391,9 @@ def publish(
     max_batch_size: Annotated[int, typer.Option(help="Largest batch Triton forms.")] = 32,
     max_queue_delay_us: Annotated[int, typer.Option(help="How long a request may wait for a batch to fill.")] = 50_000,
     no_batching: Annotated[bool, typer.Option("--no-batching", help="Serve requests one at a time.")] = False,
-    instances: Annotated[int, typer.Option(help="Model instances (copies) per device.")] = 1,
+    instances: Annotated[
+        str, typer.Option(help="Model instances (copies) per device, or auto: 2, or 1 for artifacts over 1 GiB.")
+    ] = "auto",
     kind: Annotated[str, typer.Option(help="Where instances run: auto, cpu or gpu.")] = "auto",
     priority_levels: Annotated[int, typer.Option(help="Request priority levels (0: none).")] = 0,
     max_queue_size: Annotated[int, typer.Option(help="Refuse requests beyond this queue length (0: no bound).")] = 0,
@@ -383,7 +418,7 @@ def publish(
         max_batch_size=max_batch_size,
         max_queue_delay_us=max_queue_delay_us,
         batching=not no_batching,
-        instances=instances,
+        instances=_instances(instances),
         kind=kind,
         priority_levels=priority_levels,
         max_queue_size=max_queue_size,
@@ -419,6 +454,7 @@ def publish(
         out.print(f"Would write to {result.repository}:")
     else:
         out.print(f"Published {model_name} v{v.version} (commit {v.short_commit}, {v.format}) to {result.repository}")
+        out.print(f"  serving: {_serving_summary(options, v)}", highlight=False)
     for name in result.files:
         out.print(f"  {name}")
     if not v.is_latest:
@@ -493,11 +529,16 @@ def serve(
     )
 
     def terminate(signum: int, frame: object) -> None:
+        # The first Ctrl-C or SIGTERM stops the server; later ones (`timeout` or a supervisor forwarding
+        # its own) must not cut that shutdown short and leave Triton running: stop() is bounded.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise KeyboardInterrupt
 
+    signal.signal(signal.SIGINT, terminate)
     signal.signal(signal.SIGTERM, terminate)
-    server.start()
     try:
+        server.start()
         server.wait_ready(timeout=300)
         table = Table(box=None, header_style="bold")
         for column in ("model", "version", "state"):
@@ -523,8 +564,10 @@ def serve(
             key=key,
         )
     except KeyboardInterrupt:
-        out.print("Stopping Triton...")
+        out.print("Stopping Triton (up to 20 s)...")
     finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         (project.root / ".nexus" / SERVER_FILE).unlink(missing_ok=True)
         server.stop()
     out.print("Triton stopped.")
