@@ -38,12 +38,17 @@ bench-batching: setup  ## batching benchmark on a real Triton, about 7 min: rewr
 	$(PY) loadtest/bench.py $(BENCH_ARGS)
 
 CHAOS_ITERATIONS ?= 50
+# seconds of steady load in the sustained serving scenario (20 in CI)
+SUSTAINED_S ?= 300
+# requests per fuzz test of malformed requests, half as many of random bytes (120 in CI)
+FUZZ_EXAMPLES ?= 2000
 CHAOS_RECORD := build/chaos/outcomes.jsonl
-reliability: setup  ## the chaos suite, long (CHAOS_ITERATIONS=50 per scenario; CHAOS_ARGS for pytest): writes docs/reliability.md
+CHAOS_ENV = NEXUS_CHAOS_ITERATIONS=$(CHAOS_ITERATIONS) NEXUS_SUSTAINED_S=$(SUSTAINED_S) NEXUS_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES)
+reliability: setup  ## the chaos suite, long (CHAOS_ITERATIONS=50 per scenario, SUSTAINED_S=300, FUZZ_EXAMPLES=2000; CHAOS_ARGS for pytest): writes docs/reliability.md
 	@mkdir -p $(dir $(CHAOS_RECORD)) && rm -f $(CHAOS_RECORD)
-	NEXUS_CHAOS_ITERATIONS=$(CHAOS_ITERATIONS) NEXUS_CHAOS_RECORD=$(CHAOS_RECORD) \
+	$(CHAOS_ENV) NEXUS_CHAOS_RECORD=$(CHAOS_RECORD) \
 		$(VENV)/bin/pytest tests/chaos -m chaos --timeout 7200 -p no:cacheprovider $(CHAOS_ARGS); status=$$?; \
-	NEXUS_CHAOS_ITERATIONS=$(CHAOS_ITERATIONS) CHAOS_ARGS="$(CHAOS_ARGS)" \
+	$(CHAOS_ENV) CHAOS_ARGS="$(CHAOS_ARGS)" \
 		$(PY) tests/chaos/report.py $(CHAOS_RECORD) docs/reliability.md && exit $$status
 
 clean:

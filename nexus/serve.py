@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import socket
 import urllib.error
 import urllib.request
@@ -365,6 +366,30 @@ def failed_requests(server: str, model: str) -> int:
     return sum(int(e["inference_stats"]["fail"]["count"]) for e in json.loads(body).get("model_stats", []))
 
 
+def reload_model(server: TritonServer, model: str, key: str | None = None) -> tuple[int, bytes]:
+    """Load ``model`` anew, so that Triton starts new Python-backend stubs for it: (status, body).
+
+    Triton 2.51 skips a load request for a model it finds unchanged since it loaded it, so after a
+    stub died a plain load is a no-op and the stub stays dead. The chaos suite found it: the first
+    reload after a start works only because the first load writes `__pycache__` into the version
+    folder. Touching `config.pbtxt` or the model's folder does not count; touching a version folder
+    does. So in a local repository the version folders are touched, and Triton loads the model again
+    while the old instances keep answering; in a bucket the model is unloaded first.
+    """
+    import time
+
+    folder = Path(server.repository) / model
+    if "://" not in server.repository and folder.is_dir():
+        for version in folder.iterdir():
+            if version.is_dir() and version.name.isdigit():
+                # one second past the last change at least, should Triton compare whole seconds
+                stamp = max(time.time(), version.stat().st_mtime + 1)
+                os.utime(version, (stamp, stamp))
+    else:
+        _http(f"{server.url}/v2/repository/models/{model}/unload", "POST", b"{}", 300, key)
+    return _http(f"{server.url}/v2/repository/models/{model}/load", "POST", b"{}", 300, key)
+
+
 def supervise(
     server: TritonServer,
     on_restart: Callable[[str], None],
@@ -378,8 +403,9 @@ def supervise(
       as it is; the dead server's log is kept as `triton.crash-<time>.log`. More than
       :data:`RESTARTS_PER_MINUTE` deaths in a minute raise :class:`TritonError`.
     - A model's Python-backend stub dies: Triton 2.51 keeps the model READY but fails every request
-      ("Stub process is not healthy") and never starts a new stub. The model is reloaded through the
-      repository API, which starts new stubs; the failed requests are counted and reported.
+      sent to that instance ("Stub process is not healthy") and never starts a new stub. The model is
+      reloaded (:func:`reload_model`), which starts new stubs; the failed requests are counted and
+      reported.
     """
     import time
 
@@ -413,7 +439,7 @@ def supervise(
             before = failed_requests(server.url, model)
             on_restart(f"the Python-backend stub of {model} died; reloading {model}")
             try:
-                status, body = _http(f"{server.url}/v2/repository/models/{model}/load", "POST", b"{}", 300, key)
+                status, body = reload_model(server, model, key)
             except NexusError as e:
                 on_restart(f"could not reload {model}: {e}")
                 continue

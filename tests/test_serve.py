@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import signal
 import socket
+import socketserver
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -90,6 +93,25 @@ def test_serve_publishes_latest_serves_it_and_stops_cleanly_on_ctrl_c(repo: GitR
         assert process.returncode == 0
         assert "Triton stopped." in out
         assert gone(triton_pid), "tritonserver outlived nexus serve"
+    finally:
+        process.kill()
+
+
+def test_a_second_signal_does_not_cut_the_shutdown_short(repo: GitRepo) -> None:
+    """`timeout`, docker and supervisors forward a SIGTERM of their own: Triton is still stopped cleanly."""
+    process, _ = start_serve(repo, "--no-publish")
+    try:
+        _, triton_pid = wait_for_ready(process)
+        process.send_signal(signal.SIGTERM)
+        time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+        assert process.returncode == 0, err
+        assert "Triton stopped." in out
+        assert "Error" not in err
+        assert gone(triton_pid), "tritonserver outlived nexus serve"
+        assert not (repo.root / ".nexus" / "server.json").exists()
     finally:
         process.kill()
 
@@ -228,3 +250,47 @@ def test_a_model_that_fails_to_load_is_a_clear_error_with_tritons_reason(
     assert f"(Triton's log: {repo.root / '.nexus' / 'triton.log'})" in err
     assert "Traceback" not in err
     assert "Ready:" not in out
+
+
+class _RecordingTriton(http.server.BaseHTTPRequestHandler):
+    """Answers 200 to every POST and keeps the paths, as Triton's repository API would."""
+
+    paths: list[str]
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.paths.append(self.path)
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize("repository", ["local", "s3://bucket/repository"])
+def test_reload_model_makes_triton_load_an_unchanged_model_again(repository: str, tmp_path: Path) -> None:
+    """Triton skips a load of a model whose version folders did not change: a local repository's are
+    touched first, and a bucket's model is unloaded first, so that the load starts new backend stubs."""
+    from nexus.serve import reload_model
+    from nexus.triton_server import TritonServer
+
+    version = tmp_path / "m" / "1"
+    version.mkdir(parents=True)
+    os.utime(version, (1_000_000, 1_000_000))
+    handler = type("Handler", (_RecordingTriton,), {"paths": []})
+    with socketserver.TCPServer(("127.0.0.1", 0), handler) as fake:
+        threading.Thread(target=fake.serve_forever, daemon=True).start()
+        server = TritonServer(
+            repository=str(tmp_path) if repository == "local" else repository,
+            http_port=fake.server_address[1],
+            grpc_port=free_port(),
+            metrics_port=free_port(),
+        )
+        assert reload_model(server, "m") == (200, b"")
+        fake.shutdown()
+    if repository == "local":
+        assert handler.paths == ["/v2/repository/models/m/load"]
+        assert version.stat().st_mtime > time.time() - 60
+    else:
+        assert handler.paths == ["/v2/repository/models/m/unload", "/v2/repository/models/m/load"]
