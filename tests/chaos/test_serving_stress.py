@@ -252,7 +252,9 @@ def test_requests_keep_flowing_while_a_stub_is_killed_under_load(served: Served,
         for t in threads:
             t.join()
     for i, (start, killed, reloaded, end) in enumerate(rounds):
-        sent_in_round = [(sent, answered, status) for sent, answered, status in answers if start <= sent < end]
+        # A round's requests are those answered within it: one still in flight when the next kill comes
+        # belongs to that next kill, not to this round's "after the reload".
+        sent_in_round = [(sent, answered, status) for sent, answered, status in answers if start <= answered < end]
         after = [(answered, status) for sent, answered, status in sent_in_round if sent >= reloaded]
         first_good = min((answered for answered, status in after if status == 200), default=None)
         recovery = None if first_good is None else first_good - killed
