@@ -35,7 +35,7 @@ bench: setup  ## transfer benchmark (1 GiB; BENCH_ARGS="--size-mib 128" for a qu
 	$(PY) benchmarks/bench_transfer.py $(BENCH_ARGS)
 
 bench-batching: setup  ## batching benchmark on a real Triton, about 7 min: rewrites docs/batching.md and docs/batching.png (BENCH_ARGS="--quick --out /tmp/bench" for a short run)
-	$(PY) loadtest/bench.py $(BENCH_ARGS)
+	$(PY) benchmarks/bench_batching.py $(BENCH_ARGS)
 
 CHAOS_ITERATIONS ?= 50
 # seconds of steady load in the sustained serving scenario (20 in CI)

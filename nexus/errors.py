@@ -12,10 +12,7 @@ from pathlib import Path
 
 
 class NexusError(Exception):
-    """Root of every error NexusML raises on purpose."""
-
-    #: Exit code the CLI uses for this error.
-    exit_code: int = 1
+    """Root of every error NexusML raises on purpose. The CLI's exit codes for them are in `nexus/cli/errors.py`."""
 
 
 # --- configuration --------------------------------------------------------------------------
@@ -169,6 +166,45 @@ class StorageError(NexusError):
     """A storage backend failed."""
 
 
+class KeyExistsError(StorageError, FileExistsError):
+    """Internal: a create-only write found the key taken (the caller decides what that means)."""
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        super().__init__(f"{uri} already exists")
+
+
+class DiskFullError(StorageError, OSError):
+    """A local write ran out of space: the user can make room, so it is no bug. Nothing half-written is kept."""
+
+    def __init__(self, path: Path, needed: int | None = None) -> None:
+        import shutil
+
+        self.path = path
+        self.needed = needed
+        folder = next((p for p in (path, *path.parents) if p.exists()), path)
+        try:
+            free: int | None = shutil.disk_usage(folder).free
+        except OSError:
+            free = None
+        need = f"{_size(needed)} needed, " if needed is not None else ""
+        have = f"{_size(free)} free" if free is not None else "no space left"
+        super().__init__(
+            f"no space left on the device holding {folder} ({need}{have}); free some space there "
+            "(or point NEXUS_CACHE_DIR / -o / --repository elsewhere) and run the command again"
+        )
+
+
+def _size(n: int) -> str:
+    """`1536` -> `1.5 KiB` (the CLI's sizes; errors may not import the CLI)."""
+    value, unit = float(n), "B"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):  # noqa: B007 - the last unit is kept
+        if value < 1024:
+            break
+        value /= 1024
+    return f"{n} B" if unit == "B" else f"{value:.1f} {unit}"
+
+
 class BucketNotFoundError(StorageError, LookupError):
     def __init__(self, uri: str) -> None:
         self.uri = uri
@@ -250,6 +286,20 @@ class CorruptMetadataError(MetadataError):
         )
 
 
+class MergeConflictError(CorruptMetadataError):
+    """`.nexus_meta.json` holds git's conflict markers: a merge or rebase stopped on it."""
+
+    def __init__(self, path: Path, line: int) -> None:
+        self.path = path
+        self.line = line
+        MetadataError.__init__(
+            self,
+            f"{path} has unresolved git merge-conflict markers (line {line}); resolve them: keep one side with "
+            f"`git checkout --ours -- {path.name}` (or `--theirs`), or edit the file, then `git add {path.name}` "
+            "and finish the merge (`git merge --abort` gives up the merge instead)",
+        )
+
+
 class LockTimeoutError(MetadataError, TimeoutError):
     def __init__(self, path: Path, seconds: float) -> None:
         self.path = path
@@ -257,3 +307,89 @@ class LockTimeoutError(MetadataError, TimeoutError):
             f"another nexus process has held {path} for over {seconds:.0f}s; wait for it to finish, "
             "or delete the lock file if no nexus process is running"
         )
+
+
+# --- signatures and publishing --------------------------------------------------------------
+
+
+class SignatureError(NexusError, ValueError):
+    """The inputs/outputs cannot be served as given."""
+
+
+class SignatureMissingError(SignatureError):
+    """A version records no input/output signature (TorchScript), so it cannot be published yet."""
+
+    def __init__(self, model: str, version: int, fmt: str, command: str) -> None:
+        self.model = model
+        self.version = version
+        self.command = command
+        super().__init__(
+            f"{model} v{version} is {fmt}, which records no input/output signature, so it cannot be served "
+            f"until one is given: {command}"
+        )
+
+
+class ModelLoadError(NexusError):
+    """The artifact exists and has the right format, but its runtime cannot load it."""
+
+
+class PublishError(NexusError):
+    """The repository could not be written."""
+
+
+# --- Triton ---------------------------------------------------------------------------------
+
+
+class TritonError(NexusError):
+    """Triton could not be found, started, or did not become ready."""
+
+
+class TritonUnreachableError(TritonError, ConnectionError):
+    def __init__(self, url: str, detail: str) -> None:
+        self.url = url
+        super().__init__(f"cannot reach Triton at {url} ({detail}); start it with `nexus serve` or pass --server")
+
+
+class TritonRequestError(TritonError):
+    """Triton answered an admin request with an error."""
+
+    def __init__(self, what: str, status: int, reason: str) -> None:
+        self.status = status
+        self.reason = reason
+        super().__init__(f"{what} failed ({status}): {reason}")
+
+
+class ServerAddressError(NexusError, ValueError):
+    def __init__(self, address: str, expected: str) -> None:
+        self.address = address
+        super().__init__(f"{address!r} is not a Triton address; write {expected}")
+
+
+class PortInUseError(NexusError, OSError):
+    def __init__(self, host: str, port: int, option: str) -> None:
+        self.host = host
+        self.port = port
+        super().__init__(
+            f"port {port} on {host} is in use (another Triton or nexus serve?); stop it or pass {option} PORT"
+        )
+
+
+class PortClashError(NexusError, ValueError):
+    def __init__(self, first: str, second: str, port: int) -> None:
+        super().__init__(f"{first} and {second} are both {port}; give each a port of its own")
+
+
+class HotSwapError(NexusError):
+    """Triton could not switch a model to a new version; the previous one is served again."""
+
+
+class PredictError(NexusError):
+    """The request could not be made or was refused."""
+
+
+class LoadTestError(NexusError):
+    """The load test could not run, or produced no results."""
+
+
+class QuickstartError(NexusError):
+    """A quickstart step failed; the message names the step and the command to rerun by hand."""

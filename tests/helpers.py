@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from nexus.triton_config import ServingOptions
-    from nexus.triton_server import TritonServer
+    from nexus.serving.model_config import ServingOptions
+    from nexus.serving.server import TritonServer
 
 
 @dataclass
@@ -113,9 +113,9 @@ def make_onnx(path: Path, seed: int = 0) -> Path:
 def serve_one_model(root: Path, options: ServingOptions | None = None) -> tuple[TritonServer, Path]:
     """A git project under ``root`` with a torch.export model "m" stored and published to
     ``root/repository``, and a TritonServer (not started) over it, on free ports: (server, artifact)."""
-    from nexus.publish import publish
     from nexus.registry import Project
-    from nexus.triton_server import TritonServer
+    from nexus.serving.publish import publish
+    from nexus.serving.server import TritonServer
 
     repo = GitRepo.create(root / "project")
     repo.gen({"train.py": "pass\n"}, commit="initial")

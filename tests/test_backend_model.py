@@ -20,8 +20,9 @@ from google.protobuf import json_format
 
 import fake_pb_utils as pb
 from helpers import make_onnx, make_torch_export, make_torchscript
-from nexus.metadata import ModelVersion, Signature, TensorSpec
-from nexus.triton_config import ServingOptions, render_config
+from nexus.registry.metadata import ModelVersion
+from nexus.serving.model_config import ServingOptions, render_config
+from nexus.tensors import Signature, TensorSpec
 
 TEMPLATE = Path(__file__).parents[1] / "model_repository_templates" / "python_backend" / "model.py"
 

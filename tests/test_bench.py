@@ -1,4 +1,4 @@
-"""The batching benchmark (`loadtest/bench.py`): its quick mode against a real Triton server, and the
+"""The batching benchmark (`benchmarks/bench_batching.py`): its quick mode against a real Triton server, and the
 timing hook of its `--profile` mode on the backend `model.py` in-process."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import fake_pb_utils as pb
 from helpers import make_torchscript
 from test_backend_model import MLP_SIG, TEMPLATE, load_instance
 
-BENCH = Path(__file__).parents[1] / "loadtest" / "bench.py"
+BENCH = Path(__file__).parents[1] / "benchmarks" / "bench_batching.py"
 CONFIGS = [
     "no batching, one instance (baseline)",
     "no batching",

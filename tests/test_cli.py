@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from backends import Backend
 from helpers import GitRepo
 from nexus.cli import app
-from nexus.metadata import META_FILE
+from nexus.registry.metadata import META_FILE
 
 
 @pytest.fixture

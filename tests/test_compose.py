@@ -22,9 +22,9 @@ import pytest
 import yaml
 
 from helpers import GitRepo, free_port, make_torch_export
-from nexus.publish import publish
 from nexus.registry import Project
-from nexus.triton_server import TritonServer
+from nexus.serving.publish import publish
+from nexus.serving.server import TritonServer
 
 ROOT = Path(__file__).parents[1]
 DASHBOARD = ROOT / "triton" / "grafana" / "dashboards" / "nexus-triton.json"

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from helpers import GitRepo
-from nexus.config import PublishSettings, StorageSettings, load_config, write_config
 from nexus.errors import ConfigError, CredentialInConfigError
 from nexus.registry import Project, init
+from nexus.settings import PublishSettings, StorageSettings, load_config, write_config
 from nexus.storage import open_storage
 
 

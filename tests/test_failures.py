@@ -18,8 +18,8 @@ from conftest import GCSServer, S3Server
 from cutting_proxy import CuttingProxy
 from helpers import GitRepo, free_port
 from nexus.errors import EndpointUnreachableError, StorageError
-from nexus.metadata import META_FILE
 from nexus.registry import Project
+from nexus.registry.metadata import META_FILE
 
 pytestmark = pytest.mark.slow
 

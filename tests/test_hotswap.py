@@ -18,11 +18,11 @@ from typer.testing import CliRunner
 
 from helpers import GitRepo, free_port, make_torch_export
 from nexus.cli import app
-from nexus.metadata import Signature, TensorSpec
-from nexus.predict import predict
-from nexus.publish import publish
 from nexus.registry import Project
-from nexus.serve import (
+from nexus.serving.model_config import parse_config
+from nexus.serving.predict import predict
+from nexus.serving.publish import publish
+from nexus.serving.serve import (
     API_KEY_HEADER,
     GRPC_API_KEY_HEADER,
     HotSwapError,
@@ -34,8 +34,8 @@ from nexus.serve import (
     sync_latest,
     write_server_file,
 )
-from nexus.triton_config import parse_config
-from nexus.triton_server import TritonServer
+from nexus.serving.server import TritonServer
+from nexus.tensors import Signature, TensorSpec
 
 pytestmark = pytest.mark.slow
 

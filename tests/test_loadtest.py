@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 
 from helpers import free_port, serve_one_model
-from nexus.loadtest import LoadTestError, LoadTestSettings, parse_duration, run_loadtest
-from nexus.triton_config import ServingOptions
-from nexus.triton_server import TritonServer
+from nexus.errors import LoadTestError
+from nexus.loadtest import LoadTestSettings, parse_duration, run_loadtest
+from nexus.serving.model_config import ServingOptions
+from nexus.serving.server import TritonServer
 
 pytestmark = pytest.mark.slow
 

@@ -10,9 +10,9 @@ import pytest
 
 from helpers import GitRepo
 from nexus.errors import CorruptMetadataError, PickledModelError, UnsupportedFormatError
-from nexus.formats import detect_format, inspect_artifact
-from nexus.metadata import META_FILE, HistoryEvent, Metadata, MetadataFile
 from nexus.registry import Project
+from nexus.registry.formats import detect_format, inspect_artifact
+from nexus.registry.metadata import META_FILE, HistoryEvent, Metadata, MetadataFile
 
 
 @pytest.mark.parametrize(

@@ -13,8 +13,9 @@ from typer.testing import CliRunner
 
 from helpers import free_port, serve_one_model
 from nexus.cli import app
-from nexus.predict import PredictError, predict, random_inputs
-from nexus.triton_server import TritonServer
+from nexus.errors import PredictError
+from nexus.serving.predict import predict, random_inputs
+from nexus.serving.server import TritonServer
 
 pytestmark = pytest.mark.slow
 

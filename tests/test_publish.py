@@ -11,12 +11,11 @@ from typer.testing import CliRunner
 from conftest import GCSServer
 from helpers import GitRepo
 from nexus.cli import app
-from nexus.errors import VersionNotFoundError
-from nexus.metadata import Signature, TensorSpec
-from nexus.publish import PublishError, publish, template_source
+from nexus.errors import ModelLoadError, PublishError, SignatureError, VersionNotFoundError
 from nexus.registry import Project
-from nexus.signature import ModelLoadError
-from nexus.triton_config import SignatureError, parse_config
+from nexus.serving.model_config import parse_config
+from nexus.serving.publish import publish, template_source
+from nexus.tensors import Signature, TensorSpec
 
 #: --input/--output for the TorchScript MLP of helpers.make_torchscript, which records no signature
 MLP_SIGNATURE = Signature([TensorSpec("x", "float32", [-1, 4])], [TensorSpec("y", "float32", [-1, 3])])

@@ -11,8 +11,8 @@ import pytest
 from backends import Backend, full_key
 from helpers import GitRepo
 from nexus.errors import ModelNotFoundError, ObjectMissingError, RollbackError, VersionNotFoundError
-from nexus.metadata import META_FILE, parse_time
 from nexus.registry import Project
+from nexus.registry.metadata import META_FILE, parse_time
 
 
 @pytest.fixture

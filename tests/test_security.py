@@ -18,8 +18,8 @@ from typer.testing import CliRunner
 
 from helpers import GitRepo, free_port
 from nexus.cli import app
-from nexus.metadata import META_FILE
 from nexus.registry import Project
+from nexus.registry.metadata import META_FILE
 
 ROOT = Path(__file__).parents[1]
 TRAVERSALS = ["../evil", "..", "a/../../b", "/etc/passwd", "a\\..\\b", "x/y", ".hidden", "a..b", "dot."]

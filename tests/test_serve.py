@@ -20,10 +20,10 @@ import pytest
 import torch
 
 from helpers import GitRepo, free_port
-from nexus.publish import publish
 from nexus.registry import Project
-from nexus.serve import open_repository, sync_latest
-from nexus.triton_config import ServingOptions, parse_config
+from nexus.serving.model_config import ServingOptions, parse_config
+from nexus.serving.publish import publish
+from nexus.serving.serve import open_repository, sync_latest
 
 pytestmark = pytest.mark.slow
 
@@ -272,8 +272,8 @@ class _RecordingTriton(http.server.BaseHTTPRequestHandler):
 def test_reload_model_makes_triton_load_an_unchanged_model_again(repository: str, tmp_path: Path) -> None:
     """Triton skips a load of a model whose version folders did not change: a local repository's are
     touched first, and a bucket's model is unloaded first, so that the load starts new backend stubs."""
-    from nexus.serve import reload_model
-    from nexus.triton_server import TritonServer
+    from nexus.serving.serve import reload_model
+    from nexus.serving.server import TritonServer
 
     version = tmp_path / "m" / "1"
     version.mkdir(parents=True)

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from backends import Backend, full_key
-from nexus.config import StorageSettings
-from nexus.errors import BucketNotFoundError, ObjectMissingError
-from nexus.storage import KeyExistsError, Storage, open_storage
+from nexus.errors import BucketNotFoundError, KeyExistsError, ObjectMissingError
+from nexus.settings import StorageSettings
+from nexus.storage import Storage, open_storage
 
 
 def _open(backend: Backend, tmp_path: Path, uri: str | None = None) -> Storage:

@@ -24,8 +24,8 @@ from nexus.errors import (
     StorageError,
     VersionNotFoundError,
 )
-from nexus.metadata import META_FILE
 from nexus.registry import Project
+from nexus.registry.metadata import META_FILE
 
 
 def sha(path: Path) -> str:
@@ -366,7 +366,7 @@ def test_a_cache_hit_never_opens_storage(
     def unreachable(*args: object, **kwargs: object) -> None:
         raise AssertionError("a cache hit must not open the storage backend")
 
-    monkeypatch.setattr("nexus.registry.open_storage", unreachable)
+    monkeypatch.setattr("nexus.registry.project.open_storage", unreachable)
     assert project.load("m", output=tmp_path / "b.pt").from_cache
     assert sha(tmp_path / "b.pt") == sha(models["torchscript"])
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from nexus.metadata import ModelVersion, Signature, TensorSpec
-from nexus.triton_config import (
+from nexus.registry.metadata import ModelVersion
+from nexus.serving.model_config import (
     ServingOptions,
     SignatureError,
     config_to_text,
@@ -14,6 +14,7 @@ from nexus.triton_config import (
     read_serving,
     render_config,
 )
+from nexus.tensors import Signature, TensorSpec
 
 VERSION = ModelVersion("m", 7, "a" * 40, "s3://b/m/a.pt", True, "b" * 64, 10, "torchscript", "t", "me")
 SIG = Signature(

@@ -20,11 +20,11 @@ import torch
 
 from conftest import S3Server
 from helpers import GitRepo, free_port, make_onnx, make_torch_export, make_torchscript
-from nexus.metadata import Signature, TensorSpec
-from nexus.publish import publish
 from nexus.registry import Project
-from nexus.triton_config import ServingOptions
-from nexus.triton_server import TritonServer
+from nexus.serving.model_config import ServingOptions
+from nexus.serving.publish import publish
+from nexus.serving.server import TritonServer
+from nexus.tensors import Signature, TensorSpec
 from test_backend_model import TokenPooler, TwoInTwoOut
 
 pytestmark = pytest.mark.slow

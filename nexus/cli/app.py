@@ -16,15 +16,16 @@ from rich.markup import escape
 from rich.table import Table
 
 from nexus import __version__
-from nexus.cli._errors import describe
-from nexus.cli._output import human_size, short_time, stderr, stdout, transfer_progress
-from nexus.config import CONFIG_FILE, PublishSettings, StorageSettings
+from nexus.cli.errors import describe
+from nexus.cli.output import human_size, short_time, stderr, stdout, transfer_progress
 from nexus.errors import ConfigError
-from nexus.metadata import META_FILE, ModelVersion, Signature, parse_time
 from nexus.registry import Project, init
+from nexus.registry.metadata import META_FILE, ModelVersion, parse_time
+from nexus.settings import CONFIG_FILE, PublishSettings, StorageSettings
+from nexus.tensors import Signature
 
 if TYPE_CHECKING:
-    from nexus.triton_config import ServingOptions
+    from nexus.serving.model_config import ServingOptions
 
 app = typer.Typer(
     name="nexus",
@@ -77,14 +78,14 @@ def _live_server(project: Project, server: str | None, repository: str | None) -
         return server
     if repository is not None:
         return None  # a publish elsewhere does not touch the running server
-    from nexus.serve import find_server
+    from nexus.serving.serve import find_server
 
     return find_server(project)
 
 
 def _signature(inputs: list[str] | None, outputs: list[str] | None, batched: bool) -> Signature | None:
     """The signature given with --input/--output, or None; both or neither must be given."""
-    from nexus.triton_config import SignatureError, parse_tensor_spec
+    from nexus.serving.model_config import SignatureError, parse_tensor_spec
 
     if not inputs and not outputs:
         return None
@@ -97,7 +98,7 @@ def _signature(inputs: list[str] | None, outputs: list[str] | None, batched: boo
 
 def _instances(text: str) -> int | None:
     """--instances: a positive count, or auto (None)."""
-    from nexus.triton_config import SignatureError
+    from nexus.serving.model_config import SignatureError
 
     if text.strip().lower() == "auto":
         return None
@@ -112,7 +113,7 @@ def _instances(text: str) -> int | None:
 
 def _serving_summary(options: ServingOptions, version: ModelVersion) -> str:
     """One line on how a published version is served, e.g. "2 instances (auto), batches of up to 32 within 50 ms"."""
-    from nexus.triton_config import instance_count
+    from nexus.serving.model_config import instance_count
 
     count = instance_count(options, version)
     parts = [f"{count} instance{'s' if count > 1 else ''}" + (" (auto)" if options.instances is None else "")]
@@ -186,9 +187,9 @@ def init_cmd(
     Example: nexus init --storage s3://ml-models/nexus --endpoint-url http://127.0.0.1:9000
     """
     target = Path(state.repo or Path.cwd())
-    from nexus import git_utils
+    from nexus.registry import git
 
-    existing = git_utils.find_root(target) / CONFIG_FILE
+    existing = git.find_root(target) / CONFIG_FILE
     if existing.exists() and not force:
         raise ConfigError(str(existing), "already exists", "edit it, or pass --force to overwrite it")
     path = init(
@@ -332,7 +333,7 @@ def rollback(
     )
     live = _live_server(project, server, None)
     if live is not None:
-        from nexus.serve import open_repository, swap
+        from nexus.serving.serve import open_repository, swap
 
         swap(project, model_name, result.to_version, live, open_repository(project))
         out.print(f"Switched {live} to {model_name} v{result.to_version}.")
@@ -411,8 +412,8 @@ def publish(
 
     Example: nexus publish prod_model --max-batch-size 64 --max-queue-delay-us 2000
     """
-    from nexus.publish import publish as publish_version
-    from nexus.triton_config import ServingOptions
+    from nexus.serving.model_config import ServingOptions
+    from nexus.serving.publish import publish as publish_version
 
     options = ServingOptions(
         max_batch_size=max_batch_size,
@@ -429,7 +430,7 @@ def publish(
     project = _project()
     live = None if dry_run else _live_server(project, server, repository)
     if live is not None:
-        from nexus.serve import open_repository, swap
+        from nexus.serving.serve import open_repository, swap
 
         v = project.resolve(model_name, version, commit)
         swapped = swap(project, model_name, v.version, live, open_repository(project, repository), options, signature)
@@ -488,7 +489,7 @@ def serve(
     """
     import signal
 
-    from nexus.serve import (
+    from nexus.serving.serve import (
         SERVER_FILE,
         api_key,
         check_ports,
@@ -499,7 +500,7 @@ def serve(
         sync_latest,
         write_server_file,
     )
-    from nexus.triton_server import TritonServer
+    from nexus.serving.server import TritonServer
 
     project = _project()
     target = open_repository(project, repository)
@@ -594,9 +595,9 @@ def predict(
     """
     import numpy as np
 
-    from nexus.predict import PredictError, load_inputs
-    from nexus.predict import predict as send
-    from nexus.registry import validate_model_name
+    from nexus.names import validate_model_name
+    from nexus.serving.predict import PredictError, load_inputs
+    from nexus.serving.predict import predict as send
 
     validate_model_name(model_name)  # it becomes a URL path segment
     if bool(inputs) == random:
@@ -632,8 +633,8 @@ def status(
 
     Example: nexus status --server http://127.0.0.1:8000 --json
     """
-    from nexus.serve import find_server
-    from nexus.status import model_status
+    from nexus.serving.serve import find_server
+    from nexus.serving.status import model_status
 
     project = _project()
     live_server = server or find_server(project)
@@ -714,8 +715,8 @@ def loadtest(
 
     from nexus.errors import NexusError
     from nexus.loadtest import LoadTestSettings, parse_duration, run_loadtest
-    from nexus.registry import validate_model_name
-    from nexus.serve import find_grpc_address, find_server
+    from nexus.names import validate_model_name
+    from nexus.serving.serve import find_grpc_address, find_server
 
     validate_model_name(model_name)  # it becomes a URL path segment
     try:

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from nexus.config import StorageSettings
-from nexus.errors import ConfigError
-from nexus.storage.base import KeyExistsError, Storage
+from nexus.errors import ConfigError, KeyExistsError
+from nexus.settings import StorageSettings
+from nexus.storage.base import Storage
 
 __all__ = ["KeyExistsError", "Storage", "StorageLocation", "open_storage", "parse_storage_uri", "split_object_uri"]
 

@@ -10,16 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from pathlib import Path
 
-from nexus.errors import StorageError
 from nexus.hashing import Digest, Progress, Writable
-
-
-class KeyExistsError(StorageError, FileExistsError):
-    """Internal: a create-only write found the key taken (the caller decides what that means)."""
-
-    def __init__(self, uri: str) -> None:
-        self.uri = uri
-        super().__init__(f"{uri} already exists")
 
 
 class Storage(ABC):

@@ -21,13 +21,14 @@ from pathlib import Path
 from nexus.errors import (
     BucketNotFoundError,
     EndpointUnreachableError,
+    KeyExistsError,
     MissingDependencyError,
     ObjectMissingError,
     StorageCredentialsError,
     StorageError,
 )
 from nexus.hashing import Digest, HashingReader, Progress, Writable
-from nexus.storage.base import KeyExistsError, Storage
+from nexus.storage.base import Storage
 
 try:
     import google.auth.exceptions

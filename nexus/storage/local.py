@@ -13,9 +13,9 @@ import os
 from pathlib import Path
 
 from nexus.atomic import temporary_sibling
-from nexus.errors import ObjectMissingError, StorageError
+from nexus.errors import KeyExistsError, ObjectMissingError, StorageError
 from nexus.hashing import Digest, Progress, SourceChangedError, Writable, copy_and_hash, copy_file_and_hash
-from nexus.storage.base import KeyExistsError, Storage
+from nexus.storage.base import Storage
 
 
 class LocalStorage(Storage):

@@ -27,13 +27,14 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from nexus.errors import (
     BucketNotFoundError,
     EndpointUnreachableError,
+    KeyExistsError,
     MissingDependencyError,
     ObjectMissingError,
     StorageCredentialsError,
     StorageError,
 )
 from nexus.hashing import Digest, Progress, Writable
-from nexus.storage.base import KeyExistsError, Storage
+from nexus.storage.base import Storage
 
 try:
     import boto3

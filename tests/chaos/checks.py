@@ -15,7 +15,7 @@ from typing import Any
 
 from backends import Backend, full_key
 from chaos.fault_proxy import FaultPlan, FaultProxy
-from nexus.metadata import META_FILE, Metadata
+from nexus.registry.metadata import META_FILE, Metadata
 
 #: Every guarantee a storage scenario checks, as it is named in the report.
 GUARANTEES = (

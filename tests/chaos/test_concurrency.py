@@ -27,7 +27,7 @@ from chaos.checks import seeds
 from chaos.conftest import Recorder
 from conftest import S3Server
 from helpers import GitRepo, make_onnx, make_torchscript
-from nexus.metadata import META_FILE, Metadata
+from nexus.registry.metadata import META_FILE, Metadata
 
 pytestmark = [pytest.mark.chaos, pytest.mark.slow]
 

@@ -35,8 +35,8 @@ from chaos.checks import (
 from chaos.conftest import Recorder, Remote
 from chaos.fault_proxy import FaultPlan, FaultProxy
 from helpers import GitRepo
-from nexus.config import load_config
 from nexus.registry import Project
+from nexus.settings import load_config
 
 pytestmark = [pytest.mark.chaos, pytest.mark.slow]
 

@@ -29,8 +29,8 @@ from hypothesis import strategies as st
 
 from chaos.conftest import Recorder
 from helpers import serve_one_model
-from nexus.triton_config import ServingOptions
-from nexus.triton_server import TritonServer
+from nexus.serving.model_config import ServingOptions
+from nexus.serving.server import TritonServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.chaos]
 

@@ -29,7 +29,7 @@ from chaos.checks import iterations
 from chaos.conftest import Recorder
 from helpers import GitRepo, free_port
 from nexus.registry import Project
-from nexus.serve import RESTARTS_PER_MINUTE, backend_stubs
+from nexus.serving.serve import RESTARTS_PER_MINUTE, backend_stubs
 
 pytestmark = [pytest.mark.slow, pytest.mark.chaos]
 
@@ -285,9 +285,9 @@ def test_status_shows_a_dead_stub_and_the_failed_requests(
 ) -> None:
     """Without `nexus serve` to reload it, a model whose stubs died stays READY and fails every request:
     `nexus status` says so. Every stub is killed, so that no instance is left to answer."""
-    from nexus.serve import open_repository, sync_latest, write_server_file
-    from nexus.status import model_status
-    from nexus.triton_server import TritonServer
+    from nexus.serving.serve import open_repository, sync_latest, write_server_file
+    from nexus.serving.server import TritonServer
+    from nexus.serving.status import model_status
 
     project = Project.open()
     project.store(models["torch_export"], "m")
@@ -351,10 +351,10 @@ OVERLOAD_S = 8
 
 def test_overload_beyond_capacity_gets_fast_503s_and_recovers(repo: GitRepo, tmp_path: Path, record: Recorder) -> None:
     """A bounded queue (`nexus publish --max-queue-size`) turns overload into fast refusals, not timeouts."""
-    from nexus.metadata import Signature, TensorSpec
-    from nexus.publish import publish
-    from nexus.triton_config import ServingOptions
-    from nexus.triton_server import TritonServer
+    from nexus.serving.model_config import ServingOptions
+    from nexus.serving.publish import publish
+    from nexus.serving.server import TritonServer
+    from nexus.tensors import Signature, TensorSpec
 
     project = Project.open()
     project.store(_slow_model(tmp_path / "slow.pt"), "m")

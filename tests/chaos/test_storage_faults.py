@@ -37,10 +37,10 @@ from chaos.checks import (
 from chaos.conftest import Recorder, Remote
 from chaos.fault_proxy import FaultPlan, FaultProxy, Request
 from helpers import GitRepo
-from nexus.cache import ObjectCache
-from nexus.config import load_config
 from nexus.errors import IntegrityError, StorageError
 from nexus.registry import Project
+from nexus.registry.cache import ObjectCache
+from nexus.settings import load_config
 
 pytestmark = [pytest.mark.chaos, pytest.mark.slow]
 

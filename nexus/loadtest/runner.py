@@ -1,7 +1,7 @@
 """`nexus loadtest`: Locust, headless, against a served model; then one summary with Triton's own statistics.
 
 Locust runs in a process of its own (it patches the standard library with gevent) on the
-locustfiles in `loadtest/` (shipped in the package as `nexus/locustfiles`). Its CSVs go to a results
+locustfiles in `loadtest/` (a wheel carries copies: `nexus/shipped.py`). Its CSVs go to a results
 folder; the summary adds what Triton measured over the same run: executed batch size, queue time
 and compute time per request, from the difference of `/v2/models/MODEL/stats` before and after.
 """
@@ -17,16 +17,11 @@ import sys
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field, fields
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from nexus.errors import NexusError
-
-
-class LoadTestError(NexusError):
-    """The load test could not run, or produced no results."""
-
+from nexus.errors import LoadTestError
+from nexus.shipped import shipped
 
 _DURATION = re.compile(r"^(?:(?P<h>\d+(?:\.\d+)?)h)?(?:(?P<m>\d+(?:\.\d+)?)m)?(?:(?P<s>\d+(?:\.\d+)?)s?)?$")
 
@@ -163,7 +158,7 @@ class LoadTestReport:
 
 def locustfiles() -> Path:
     """The folder holding `locustfile.py`, `locustfile_grpc.py` and `stepload.py`."""
-    return Path(str(resources.files("nexus").joinpath("locustfiles")))
+    return shipped("loadtest")
 
 
 def locust_command(settings: LoadTestSettings, prefix: Path) -> list[str]:

@@ -41,6 +41,8 @@ import filelock
 
 from nexus.atomic import atomic_write_text
 from nexus.errors import CorruptMetadataError, LockTimeoutError, MetadataError
+from nexus.names import is_model_name
+from nexus.tensors import Signature, TensorSpec
 
 META_FILE = ".nexus_meta.json"
 SCHEMA_VERSION = 1
@@ -56,21 +58,6 @@ def parse_time(text: str) -> datetime:
     """Parse a time written by :func:`utc_now`, or any ISO 8601 time (naive means UTC)."""
     parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """One model input or output. ``shape`` includes the batch dimension; -1 marks a dynamic size."""
-
-    name: str
-    dtype: str
-    shape: list[int]
-
-
-@dataclass(frozen=True)
-class Signature:
-    inputs: list[TensorSpec]
-    outputs: list[TensorSpec]
 
 
 @dataclass
@@ -183,16 +170,9 @@ def _describe(e: Exception) -> str:
     return str(e) or type(e).__name__
 
 
-#: Model names become folder names, object keys and URL segments: one safe path component.
-MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 #: Artifact formats and the extensions their objects are stored under.
 EXTENSIONS = {"torchscript": "pt", "torch_export": "pt2", "onnx": "onnx"}
 _COMMIT = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
-
-
-def is_model_name(name: str) -> bool:
-    """Whether ``name`` is a model name NexusML accepts (no separators, no `..`, no trailing dot)."""
-    return bool(MODEL_NAME.match(name)) and not name.endswith(".") and ".." not in name
 
 
 def _require(cond: bool, message: str) -> None:

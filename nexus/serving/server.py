@@ -24,13 +24,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from nexus.errors import NexusError
+from nexus.errors import TritonError
 
 _PR_SET_PDEATHSIG = 1
-
-
-class TritonError(NexusError):
-    """Triton could not be found, started, or did not become ready."""
 
 
 @dataclass(frozen=True)

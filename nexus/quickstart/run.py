@@ -27,7 +27,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from nexus.errors import NexusError
+from nexus.errors import QuickstartError
 
 MODEL = "digits"
 
@@ -79,10 +79,6 @@ print(f"test accuracy {accuracy:.4f} on {len(x_test)} images; exported model.pt2
 '''
 
 GITIGNORE = "model.pt2\n*.npy\nmetrics.json\nquickstart.json\n"
-
-
-class QuickstartError(NexusError):
-    """A quickstart step failed; the message says which and why."""
 
 
 @dataclass
@@ -299,7 +295,7 @@ class Quickstart:
         """All test images through Triton (32 per request, as the CLI would send them), and the CLI's output."""
         import numpy as np
 
-        from nexus.predict import predict
+        from nexus.serving.predict import predict
 
         images = np.load(self.folder / "test_images.npy")
         np.save(self.folder / "first_images.npy", images[:4])

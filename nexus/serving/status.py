@@ -11,7 +11,7 @@ from typing import Any
 
 from nexus.errors import NexusError
 from nexus.registry import Project
-from nexus.serve import _http, backend_stubs, find_triton_pid, open_repository, read_published
+from nexus.serving.serve import _http, backend_stubs, find_triton_pid, open_repository, read_published
 
 
 @dataclass(frozen=True)

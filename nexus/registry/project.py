@@ -17,15 +17,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from nexus import git_utils
-from nexus.cache import ObjectCache
-from nexus.config import NexusConfig, PublishSettings, StorageSettings, load_config, write_config
 from nexus.errors import (
     AmbiguousVersionError,
     ArtifactNotFoundError,
     DirtyTreeError,
     IntegrityError,
-    InvalidModelNameError,
     ModelNotFoundError,
     ObjectConflictError,
     ObjectMissingError,
@@ -33,9 +29,12 @@ from nexus.errors import (
     RollbackError,
     VersionNotFoundError,
 )
-from nexus.formats import inspect_artifact
 from nexus.hashing import Digest, Progress, hash_file
-from nexus.metadata import (
+from nexus.names import validate_model_name
+from nexus.registry import git
+from nexus.registry.cache import ObjectCache
+from nexus.registry.formats import inspect_artifact
+from nexus.registry.metadata import (
     EXTENSIONS,
     META_FILE,
     HistoryEvent,
@@ -44,19 +43,12 @@ from nexus.metadata import (
     ModelRecord,
     ModelVersion,
     Signature,
-    is_model_name,
     utc_now,
 )
+from nexus.settings import NexusConfig, PublishSettings, StorageSettings, load_config, write_config
 from nexus.storage import KeyExistsError, Storage, open_storage, parse_storage_uri, split_object_uri
 
 _COMMIT_PREFIX = re.compile(r"^[0-9a-f]{4,40}$")
-
-
-def validate_model_name(name: str) -> str:
-    """Return ``name`` if it is a valid model name, else raise :class:`InvalidModelNameError`."""
-    if not is_model_name(name):
-        raise InvalidModelNameError(name)
-    return name
 
 
 @dataclass(frozen=True)
@@ -89,7 +81,7 @@ def init(
     path: Path | None = None, storage: StorageSettings | None = None, publish: PublishSettings | None = None
 ) -> Path:
     """Write `.nexusrc` at the root of the git repository holding ``path``; return its path."""
-    root = git_utils.find_root(path)
+    root = git.find_root(path)
     settings = storage or StorageSettings()
     publish = publish or PublishSettings()
     for uri in (settings.uri, publish.repository):
@@ -103,13 +95,13 @@ class Project:
     def __init__(self, config: NexusConfig, cache: ObjectCache | None = None) -> None:
         self.config = config
         self.root = config.root
-        self.metadata = MetadataFile(self.root, git_utils.git_dir(self.root))
+        self.metadata = MetadataFile(self.root, git.git_dir(self.root))
         self.cache = cache or ObjectCache()
 
     @classmethod
     def open(cls, path: Path | str | None = None, env: Mapping[str, str] | None = None) -> Project:
         """The project of the git repository holding ``path`` (default: the current folder)."""
-        root = git_utils.find_root(Path(path) if path is not None else None)
+        root = git.find_root(Path(path) if path is not None else None)
         return cls(load_config(root, env))
 
     def storage(self) -> Storage:
@@ -145,15 +137,15 @@ class Project:
             raise ArtifactNotFoundError(path)
         info = inspect_artifact(path)
         if signature is not None:
-            from nexus.signature import check_signature
+            from nexus.registry.signature import check_signature
 
             check_signature(path, info.format, signature, batched=True)
             info = replace(info, signature=signature)
         with self.metadata.locked():  # `git status` may take git's index lock: see MetadataFile.locked
-            dirty = git_utils.dirty_files(self.root, ignore=[META_FILE])
+            dirty = git.dirty_files(self.root, ignore=[META_FILE])
         if dirty and not allow_dirty:
             raise DirtyTreeError(dirty)
-        commit_hash = git_utils.head_commit(self.root)
+        commit_hash = git.head_commit(self.root)
         storage = self.storage()
         duplicate = self._same_bytes_stored(model_name, path, storage)
         if duplicate is not None:
@@ -191,7 +183,7 @@ class Project:
                         size=digest.size,
                         format=info.format,
                         created_at=utc_now(),
-                        author=git_utils.author(self.root),
+                        author=git.author(self.root),
                         dirty=bool(dirty),
                         signature=info.signature,
                     )
@@ -200,7 +192,7 @@ class Project:
             if commit and result.action != "unchanged":
                 v = result.version
                 message = f"nexus: store {model_name} v{v.version} ({v.short_commit})"
-                return StoreResult(v, result.action, git_utils.commit_paths(self.root, [META_FILE], message))
+                return StoreResult(v, result.action, git.commit_paths(self.root, [META_FILE], message))
         return result
 
     def _same_bytes_stored(self, model_name: str, path: Path, storage: Storage) -> ModelVersion | None:
@@ -325,7 +317,7 @@ class Project:
         the model's history; the target must still be in storage. With ``commit``, the change is
         committed (`.nexus_meta.json` only) before the lock is released.
         """
-        author = git_utils.author(self.root)
+        author = git.author(self.root)
         with self.metadata.locked():
             with self.metadata.update() as meta:
                 record = meta.models.get(model_name)
@@ -358,7 +350,7 @@ class Project:
             sha = None
             if commit:
                 message = f"nexus: roll back {model_name} to v{target.version}"
-                sha = git_utils.commit_paths(self.root, [META_FILE], message)
+                sha = git.commit_paths(self.root, [META_FILE], message)
         return RollbackResult(model_name, current.version, target.version, sha)
 
 

@@ -12,8 +12,9 @@ from typing import Any
 
 from google.protobuf import json_format, text_format
 
-from nexus.errors import NexusError
-from nexus.metadata import ModelVersion, Signature, TensorSpec
+from nexus.errors import SignatureError
+from nexus.registry.metadata import ModelVersion
+from nexus.tensors import Signature, TensorSpec
 
 try:
     from tritonclient.grpc import model_config_pb2
@@ -55,10 +56,6 @@ PARAM_INSTANCES = "nexus_instances"
 AUTO_INSTANCES = 2
 #: Above this artifact size the automatic count is 1: a second copy of the weights costs more than it gains.
 AUTO_ONE_INSTANCE_ABOVE = 1 << 30
-
-
-class SignatureError(NexusError, ValueError):
-    """The inputs/outputs cannot be served as given."""
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from rich.progress import (
 )
 
 from nexus.hashing import Progress as ProgressCallback
-from nexus.metadata import parse_time
+from nexus.registry.metadata import parse_time
 
 
 def _console(stderr: bool) -> Console:

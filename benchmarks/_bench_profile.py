@@ -18,7 +18,7 @@ ENV = "NEXUS_BENCH_PROFILE_DIR"
 
 HOOK = """
 
-# --- appended by loadtest/bench.py --profile (benchmark repositories only) ---------------------------
+# --- appended by benchmarks/bench_batching.py --profile (benchmark repositories only) ---------------------------
 import os as _bench_os
 import threading as _bench_threading
 import time as _bench_time

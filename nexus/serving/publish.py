@@ -19,29 +19,26 @@ from __future__ import annotations
 import shutil
 import tempfile
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
-from nexus.config import StorageSettings
-from nexus.errors import NexusError
-from nexus.metadata import EXTENSIONS, ModelVersion, Signature
+from nexus.errors import PublishError
 from nexus.registry import Project
-from nexus.signature import check_signature
-from nexus.storage import Storage, open_storage, parse_storage_uri
-from nexus.triton_config import (
+from nexus.registry.metadata import EXTENSIONS, ModelVersion
+from nexus.registry.signature import check_signature
+from nexus.serving.model_config import (
     ServingOptions,
     SignatureError,
     config_to_text,
     parse_config,
     render_config,
 )
+from nexus.shipped import shipped
+from nexus.settings import StorageSettings
+from nexus.storage import Storage, open_storage, parse_storage_uri
+from nexus.tensors import Signature
 
 MODEL_PY = "model.py"
 CONFIG = "config.pbtxt"
-
-
-class PublishError(NexusError):
-    """The repository could not be written."""
 
 
 @dataclass(frozen=True)
@@ -60,8 +57,7 @@ class PublishResult:
 
 def template_source() -> str:
     """The text of the Python-backend `model.py` that every published version gets."""
-    template = resources.files("nexus").joinpath("templates", "python_backend", MODEL_PY)
-    return template.read_text(encoding="utf-8")
+    return shipped(f"model_repository_templates/python_backend/{MODEL_PY}").read_text(encoding="utf-8")
 
 
 def resolve_signature(version: ModelVersion, signature: Signature | None) -> Signature:

@@ -18,22 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nexus.errors import NexusError, ObjectMissingError
-from nexus.metadata import Signature
-from nexus.publish import CONFIG, PublishResult, publish, triton_repository_path
+from nexus.errors import HotSwapError, NexusError, ObjectMissingError, PortInUseError
 from nexus.registry import Project
+from nexus.serving.model_config import ServingOptions, SignatureError, parse_config, read_serving
+from nexus.serving.publish import CONFIG, PublishResult, publish, triton_repository_path
+from nexus.serving.server import TritonError, TritonServer
 from nexus.storage import Storage, open_storage, parse_storage_uri
-from nexus.triton_config import ServingOptions, SignatureError, parse_config, read_serving
-from nexus.triton_server import TritonError, TritonServer
-
-
-class PortInUseError(NexusError, OSError):
-    def __init__(self, host: str, port: int, option: str) -> None:
-        self.host = host
-        self.port = port
-        super().__init__(
-            f"port {port} on {host} is in use (another Triton or nexus serve?); stop it or pass {option} PORT"
-        )
+from nexus.tensors import Signature
 
 
 @dataclass
@@ -156,10 +147,6 @@ def loaded_models(server: TritonServer, key: str | None = None) -> list[dict[str
         raise NexusError(f"Triton refused its repository index ({status}): {body.decode(errors='replace')}")
     index: list[dict[str, Any]] = json.loads(body)
     return index
-
-
-class HotSwapError(NexusError):
-    """Triton could not switch a model to a new version; the previous one is served again."""
 
 
 API_KEY_FILE = "api_key"
@@ -303,7 +290,7 @@ def swap(
     smoke request fails, the previous version is published and loaded again, and
     :class:`HotSwapError` says why.
     """
-    from nexus.predict import PredictError, predict
+    from nexus.serving.predict import PredictError, predict
 
     kept = read_published(repository, model)
     if kept is not None:

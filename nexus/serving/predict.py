@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from nexus.errors import NexusError
+from nexus.errors import PredictError
 
 Array = np.ndarray[Any, Any]
 
@@ -27,10 +27,6 @@ NUMPY_DTYPES = {
     "FP32": np.float32,
     "FP64": np.float64,
 }
-
-
-class PredictError(NexusError):
-    """The request could not be made or was refused."""
 
 
 def default_server(protocol: str) -> str:

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from nexus.errors import PickledModelError, UnsupportedFormatError
-from nexus.metadata import EXTENSIONS, Signature, TensorSpec
+from nexus.registry.metadata import EXTENSIONS
+from nexus.tensors import Signature, TensorSpec
 
 TORCHSCRIPT = "torchscript"
 TORCH_EXPORT = "torch_export"

@@ -2,11 +2,11 @@
 
 Run from the repository root (or ``make bench-batching``)::
 
-    .venv/bin/python loadtest/bench.py                 # both models, concurrency 1/8/32/64 (about 7 minutes)
-    .venv/bin/python loadtest/bench.py --quick         # the MLP at concurrency 1 and 32, short runs
-    .venv/bin/python loadtest/bench.py --instances 1   # every config with one model instance
-    .venv/bin/python loadtest/bench.py --profile       # also time model.py's forward pass and its other Python
-    .venv/bin/python loadtest/bench.py --out DIR       # write DIR/batching.md and the PNG (default docs/)
+    .venv/bin/python benchmarks/bench_batching.py                 # both models, concurrency 1/8/32/64 (about 7 minutes)
+    .venv/bin/python benchmarks/bench_batching.py --quick         # the MLP at concurrency 1 and 32, short runs
+    .venv/bin/python benchmarks/bench_batching.py --instances 1   # every config with one model instance
+    .venv/bin/python benchmarks/bench_batching.py --profile       # also time model.py's forward pass and its other Python
+    .venv/bin/python benchmarks/bench_batching.py --out DIR       # write DIR/batching.md and the PNG (default docs/)
 
 Two reference models, exported as TorchScript and stored in a throwaway git repository: an MLP
 784→2048→2048→10 and a small CNN on 1×28×28 images (float32, ``torch.manual_seed(0)``). Each is
@@ -63,11 +63,11 @@ from _bench_profile import ENV as PROFILE_ENV
 from _bench_profile import HOOK as PROFILE_HOOK
 from _bench_profile import ExecuteTotals, read_totals
 from _bench_report import Row, write_report
-from nexus.metadata import Signature, TensorSpec
-from nexus.publish import publish
 from nexus.registry import Project
-from nexus.triton_config import AUTO_INSTANCES, ServingOptions
-from nexus.triton_server import TritonServer
+from nexus.serving.model_config import AUTO_INSTANCES, ServingOptions
+from nexus.serving.publish import publish
+from nexus.serving.server import TritonServer
+from nexus.tensors import Signature, TensorSpec
 
 CONFIGS = {
     "baseline": ServingOptions(batching=False, instances=1),

@@ -9,14 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from nexus.errors import NexusError
-from nexus.formats import ONNX
-from nexus.metadata import Signature, TensorSpec
-from nexus.triton_config import TRITON_DTYPES, SignatureError
-
-
-class ModelLoadError(NexusError):
-    """The artifact exists and has the right format, but its runtime cannot load it."""
+from nexus.errors import ModelLoadError
+from nexus.registry.formats import ONNX
+from nexus.serving.model_config import TRITON_DTYPES, SignatureError
+from nexus.tensors import Signature, TensorSpec
 
 
 def _sample(spec: TensorSpec, batch: int, batched: bool) -> Any:
