@@ -15,12 +15,13 @@ import json
 import select
 import socket
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
+from nexus.serving.admin import ModelCounters
 
 
 class BenchError(RuntimeError):
@@ -177,20 +178,12 @@ class ClosedLoopClient:
         return result
 
 
-def model_stats(url: str, model: str) -> dict[str, Any]:
-    """Triton's statistics for ``model`` (its one loaded version)."""
-    with urllib.request.urlopen(f"{url}/v2/models/{model}/stats", timeout=30) as r:  # noqa: S310 - loopback
-        stats: dict[str, Any] = json.loads(r.read())["model_stats"][0]
-    return stats
-
-
 @dataclass(frozen=True)
 class StatsDelta:
-    """What Triton did between two statistics snapshots."""
+    """What Triton did between two statistics snapshots, per request in milliseconds."""
 
     inferences: int
     executions: int
-    #: Average per request, in milliseconds: queue, compute_input, compute_infer, compute_output.
     queue_ms: float
     input_ms: float
     infer_ms: float
@@ -201,24 +194,8 @@ class StatsDelta:
         return self.inferences / self.executions if self.executions else 0.0
 
     @classmethod
-    def between(cls, before: dict[str, Any], after: dict[str, Any]) -> StatsDelta:
-        def delta(path: tuple[str, ...]) -> int:
-            a: Any = after
-            b: Any = before
-            for key in path:
-                a, b = a.get(key, {}), b.get(key, {})
-            return int(a or 0) - int(b or 0)
-
-        requests = delta(("inference_stats", "success", "count"))
-
-        def per_request(phase: str) -> float:
-            return delta(("inference_stats", phase, "ns")) / requests / 1e6 if requests else 0.0
-
-        return cls(
-            inferences=delta(("inference_count",)),
-            executions=delta(("execution_count",)),
-            queue_ms=per_request("queue"),
-            input_ms=per_request("compute_input"),
-            infer_ms=per_request("compute_infer"),
-            output_ms=per_request("compute_output"),
-        )
+    def between(cls, before: ModelCounters, after: ModelCounters) -> StatsDelta:
+        """From two reads of :meth:`nexus.serving.admin.TritonAdmin.stats`."""
+        d = after - before
+        return cls(d.inferences, d.executions, *(d.per_request_ms(ns) or 0.0 for ns in
+                   (d.queue_ns, d.input_ns, d.infer_ns, d.output_ns)))  # fmt: skip

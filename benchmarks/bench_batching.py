@@ -5,7 +5,7 @@ Run from the repository root (or ``make bench-batching``)::
     .venv/bin/python benchmarks/bench_batching.py                 # both models, concurrency 1/8/32/64 (about 7 minutes)
     .venv/bin/python benchmarks/bench_batching.py --quick         # the MLP at concurrency 1 and 32, short runs
     .venv/bin/python benchmarks/bench_batching.py --instances 1   # every config with one model instance
-    .venv/bin/python benchmarks/bench_batching.py --profile       # also time model.py's forward pass and its other Python
+    .venv/bin/python benchmarks/bench_batching.py --profile       # also time model.py: forward pass and other Python
     .venv/bin/python benchmarks/bench_batching.py --out DIR       # write DIR/batching.md and the PNG (default docs/)
 
 Two reference models, exported as TorchScript and stored in a throwaway git repository: an MLP
@@ -37,7 +37,6 @@ is ``batching``, or ``batching-N-instance(s)`` with ``--instances N``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import socket
@@ -45,7 +44,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -57,13 +55,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _bench_client import ClosedLoopClient, StatsDelta, infer_request, model_stats
+from _bench_client import ClosedLoopClient, StatsDelta, infer_request
 from _bench_cpu import CpuSnapshot, CpuUse, wait_until_quiet
 from _bench_profile import ENV as PROFILE_ENV
 from _bench_profile import HOOK as PROFILE_HOOK
 from _bench_profile import ExecuteTotals, read_totals
 from _bench_report import Row, write_report
 from nexus.registry import Project
+from nexus.serving.admin import TritonAdmin
 from nexus.serving.model_config import AUTO_INSTANCES, ServingOptions
 from nexus.serving.publish import publish
 from nexus.serving.server import TritonServer
@@ -236,7 +235,7 @@ def measure_quietly(
     for _ in range(2):
         if row.cpu.other <= max_other:
             break
-        print(f"  other programs used {row.cpu.other:.0%} of the cores; measuring again", flush=True)  # noqa: T201
+        print(f"  other programs used {row.cpu.other:.0%} of the cores; measuring again", flush=True)
         wait_until_quiet()
         again = measure(server, reference, config, concurrency, warmup, seconds)
         row = min(row, again, key=lambda r: r.cpu.other)
@@ -252,13 +251,13 @@ def measure(
     request = infer_request(server.host, server.http_port, model, {"x": x}, ["y"])
     with ClosedLoopClient(server.host, server.http_port, request, 4 * reference.outputs, concurrency) as client:
         client.run(warmup)
-        before = model_stats(server.url, model)
+        before = TritonAdmin(server.url).stats(model)
         profile_before = read_totals(profile_dir, model) if profile_dir else None
         cpu_before = CpuSnapshot.take(server.pid)
         result = client.run(seconds)
         cpu_after = CpuSnapshot.take(server.pid)
         profile_after = read_totals(profile_dir, model) if profile_dir else ExecuteTotals()
-        after = model_stats(server.url, model)
+        after = TritonAdmin(server.url).stats(model)
     stats = StatsDelta.between(before, after)
     row = Row(
         model=reference.name,
@@ -273,14 +272,12 @@ def measure(
         cpu=CpuUse.between(cpu_before, cpu_after, result.requests),
         profile=profile_after.minus(profile_before) if profile_before is not None else None,
     )
-    print(row.summary(), flush=True)  # noqa: T201 - the script reports progress
+    print(row.summary(), flush=True)
     return row
 
 
 def server_version(url: str) -> str:
-    with urllib.request.urlopen(f"{url}/v2", timeout=10) as r:  # noqa: S310 - loopback
-        version: str = json.loads(r.read())["version"]
-    return version
+    return str(TritonAdmin(url).server_metadata()["version"])
 
 
 def machine() -> str:
@@ -349,7 +346,7 @@ def main(argv: list[str] | None = None) -> None:
             for name in models
         }
         for name, speeds in in_proc.items():
-            print(f"{name} in-process: batch 1 {speeds[1]:,.0f}/s, batch 32 {speeds[32]:,.0f}/s", flush=True)  # noqa: T201
+            print(f"{name} in-process: batch 1 {speeds[1]:,.0f}/s, batch 32 {speeds[32]:,.0f}/s", flush=True)
         server = TritonServer(
             repository=str(repository),
             http_port=free_port(),
@@ -382,7 +379,7 @@ def main(argv: list[str] | None = None) -> None:
     name = "batching" if args.instances is None else f"batching-{args.instances}-instance{plural}"
     title = f"{instances_text} per config, one torch thread each; {environment['machine']}"
     md, png = write_report(args.out, name, rows, in_proc, environment, title)
-    print(f"wrote {md} and {png}")  # noqa: T201
+    print(f"wrote {md} and {png}")
 
 
 if __name__ == "__main__":

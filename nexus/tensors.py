@@ -75,8 +75,7 @@ def dtype(text: str) -> DType:
     found = _SPELLINGS.get(text.strip().lower())
     if found is None:
         raise SignatureError(
-            f"unknown dtype {text!r}; use one of {', '.join(DTYPES)} (or Triton's FP32 / TYPE_FP32, or "
-            "torch.float32)"
+            f"unknown dtype {text!r}; use one of {', '.join(DTYPES)} (or Triton's FP32 / TYPE_FP32, or torch.float32)"
         )
     return DTYPES[found]
 

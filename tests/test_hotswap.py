@@ -18,22 +18,16 @@ from typer.testing import CliRunner
 
 from helpers import GitRepo, free_port, make_torch_export
 from nexus.cli import app
+from nexus.errors import HotSwapError
 from nexus.registry import Project
+from nexus.serving.admin import API_KEY_HEADER, GRPC_API_KEY_HEADER
+from nexus.serving.discovery import api_key, restricted_api_args, write_server_file
+from nexus.serving.hotswap import load_version, swap
 from nexus.serving.model_config import parse_config
 from nexus.serving.predict import predict
 from nexus.serving.publish import publish
-from nexus.serving.serve import (
-    API_KEY_HEADER,
-    GRPC_API_KEY_HEADER,
-    HotSwapError,
-    api_key,
-    load_version,
-    open_repository,
-    restricted_api_args,
-    swap,
-    sync_latest,
-    write_server_file,
-)
+from nexus.serving.repository import open_repository
+from nexus.serving.serve import sync_latest
 from nexus.serving.server import TritonServer
 from nexus.tensors import Signature, TensorSpec
 

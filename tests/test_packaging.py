@@ -54,9 +54,9 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_the_wheel_carries_the_backend_and_the_locustfiles(installed: Path, tmp_path: Path) -> None:
     python = installed / "bin" / "python"
     code = (
-        "import nexus, nexus.serving.publish, nexus.loadtest; "
+        "import nexus, nexus.serving.repository, nexus.loadtest; "
         "print(nexus.__file__); "
-        "print(len(nexus.serving.publish.template_source())); "
+        "print(len(nexus.serving.repository.template_source())); "
         "print(sorted(p.name for p in nexus.loadtest.locustfiles().glob('*.py')))"
     )
     out = subprocess.run(

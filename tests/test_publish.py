@@ -14,7 +14,8 @@ from nexus.cli import app
 from nexus.errors import ModelLoadError, PublishError, SignatureError, VersionNotFoundError
 from nexus.registry import Project
 from nexus.serving.model_config import parse_config
-from nexus.serving.publish import publish, template_source
+from nexus.serving.publish import publish
+from nexus.serving.repository import template_source
 from nexus.tensors import Signature, TensorSpec
 
 #: --input/--output for the TorchScript MLP of helpers.make_torchscript, which records no signature

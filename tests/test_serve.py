@@ -23,7 +23,8 @@ from helpers import GitRepo, free_port
 from nexus.registry import Project
 from nexus.serving.model_config import ServingOptions, parse_config
 from nexus.serving.publish import publish
-from nexus.serving.serve import open_repository, sync_latest
+from nexus.serving.repository import ModelRepository, open_repository
+from nexus.serving.serve import sync_latest
 
 pytestmark = pytest.mark.slow
 
@@ -272,8 +273,8 @@ class _RecordingTriton(http.server.BaseHTTPRequestHandler):
 def test_reload_model_makes_triton_load_an_unchanged_model_again(repository: str, tmp_path: Path) -> None:
     """Triton skips a load of a model whose version folders did not change: a local repository's are
     touched first, and a bucket's model is unloaded first, so that the load starts new backend stubs."""
-    from nexus.serving.serve import reload_model
-    from nexus.serving.server import TritonServer
+    from nexus.serving.admin import TritonAdmin
+    from nexus.serving.supervisor import reload_model
 
     version = tmp_path / "m" / "1"
     version.mkdir(parents=True)
@@ -281,13 +282,12 @@ def test_reload_model_makes_triton_load_an_unchanged_model_again(repository: str
     handler = type("Handler", (_RecordingTriton,), {"paths": []})
     with socketserver.TCPServer(("127.0.0.1", 0), handler) as fake:
         threading.Thread(target=fake.serve_forever, daemon=True).start()
-        server = TritonServer(
-            repository=str(tmp_path) if repository == "local" else repository,
-            http_port=fake.server_address[1],
-            grpc_port=free_port(),
-            metrics_port=free_port(),
+        where = (
+            ModelRepository(tmp_path, str(tmp_path))
+            if repository == "local"
+            else ModelRepository(repository, repository)
         )
-        assert reload_model(server, "m") == (200, b"")
+        reload_model(TritonAdmin(f"127.0.0.1:{fake.server_address[1]}"), where, "m")  # raises unless Triton says 200
         fake.shutdown()
     if repository == "local":
         assert handler.paths == ["/v2/repository/models/m/load"]

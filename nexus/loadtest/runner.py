@@ -14,13 +14,14 @@ import math
 import re
 import subprocess
 import sys
-import urllib.error
-import urllib.request
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nexus.errors import LoadTestError
+from nexus.errors import LoadTestError, TritonError
+from nexus.names import validate_model_name
+from nexus.serving.admin import ModelCounters, TritonAdmin
+from nexus.serving.endpoints import grpc_target, http_url
 from nexus.shipped import shipped
 
 _DURATION = re.compile(r"^(?:(?P<h>\d+(?:\.\d+)?)h)?(?:(?P<m>\d+(?:\.\d+)?)m)?(?:(?P<s>\d+(?:\.\d+)?)s?)?$")
@@ -64,66 +65,10 @@ class LoadTestSettings:
             raise LoadTestError("--spawn-rate must be positive")
         if self.step_users is not None and (self.step_users < 1 or self.step_time <= 0):
             raise LoadTestError("--step-users must be at least 1 and --step-time positive")
-        if not self.server.startswith(("http://", "https://")):
-            raise LoadTestError(f"--server takes Triton's HTTP URL (http://HOST:PORT), not {self.server!r}")
-
-
-@dataclass(frozen=True)
-class TritonCounters:
-    """Triton's cumulative statistics for one model (all versions summed)."""
-
-    success: int = 0
-    failure: int = 0
-    inferences: int = 0
-    executions: int = 0
-    queue_ns: int = 0
-    input_ns: int = 0
-    infer_ns: int = 0
-    output_ns: int = 0
-
-    def __sub__(self, other: TritonCounters) -> TritonCounters:
-        return TritonCounters(*(getattr(self, f.name) - getattr(other, f.name) for f in fields(self)))
-
-    @property
-    def average_batch(self) -> float | None:
-        return self.inferences / self.executions if self.executions else None
-
-    def per_request_ms(self, ns: int) -> float | None:
-        return ns / self.success / 1e6 if self.success else None
-
-
-def triton_counters(server: str, model: str) -> TritonCounters:
-    """Read `/v2/models/MODEL/stats` and sum it over the model's versions."""
-    stats = _get_json(f"{server.rstrip('/')}/v2/models/{model}/stats")
-    total: dict[str, int] = {}
-    for entry in stats.get("model_stats", []):
-        inference = entry.get("inference_stats", {})
-        for key, value in {
-            "success": inference.get("success", {}).get("count", 0),
-            "failure": inference.get("fail", {}).get("count", 0),
-            "inferences": entry.get("inference_count", 0),
-            "executions": entry.get("execution_count", 0),
-            "queue_ns": inference.get("queue", {}).get("ns", 0),
-            "input_ns": inference.get("compute_input", {}).get("ns", 0),
-            "infer_ns": inference.get("compute_infer", {}).get("ns", 0),
-            "output_ns": inference.get("compute_output", {}).get("ns", 0),
-        }.items():
-            total[key] = total.get(key, 0) + int(value)
-    return TritonCounters(**total)
-
-
-def _get_json(url: str) -> dict[str, Any]:
-    try:
-        with urllib.request.urlopen(url, timeout=30) as r:  # noqa: S310 - the Triton under test
-            data: dict[str, Any] = json.loads(r.read())
-            return data
-    except urllib.error.HTTPError as e:
-        body = e.read().decode(errors="replace")
-        reason = json.loads(body).get("error", body) if body.startswith("{") else body
-        raise LoadTestError(f"{url} answered {e.code}: {reason}") from e
-    except (urllib.error.URLError, OSError) as e:
-        base = url.split("/v2/")[0]
-        raise LoadTestError(f"cannot reach Triton at {base} ({e}); start it with `nexus serve` or pass --server") from e
+        validate_model_name(self.model)  # it becomes a URL path segment
+        http_url(self.server)
+        if self.grpc_address is not None:
+            grpc_target(self.grpc_address)
 
 
 @dataclass(frozen=True)
@@ -148,7 +93,7 @@ class LoadTestReport:
     p95_ms: float
     p99_ms: float
     #: Triton's statistics over the run, or why there are none
-    triton: TritonCounters | str
+    triton: ModelCounters | str
     results: Path
     csv_files: list[Path]
     #: (count, method, name, reason), most frequent first
@@ -170,7 +115,7 @@ def locust_command(settings: LoadTestSettings, prefix: Path) -> list[str]:
     command = [
         sys.executable, "-m", "locust",
         "-f", ",".join(str(f) for f in files),
-        "--headless", "--host", settings.server.rstrip("/"),
+        "--headless", "--host", http_url(settings.server),
         "--model", settings.model,
         "--batch-size", str(settings.batch_size),
         "--csv", str(prefix), "--csv-full-history",
@@ -180,7 +125,7 @@ def locust_command(settings: LoadTestSettings, prefix: Path) -> list[str]:
     if settings.binary:
         command.append("--binary")
     if settings.protocol == "grpc" and settings.grpc_address:
-        command += ["--grpc-address", settings.grpc_address]
+        command += ["--grpc-address", grpc_target(settings.grpc_address)]
     if settings.step_users is None:
         rate = settings.spawn_rate or settings.users
         command += ["--users", str(settings.users), "--spawn-rate", str(rate), "--run-time", f"{settings.duration:g}s"]
@@ -200,19 +145,12 @@ def run_loadtest(settings: LoadTestSettings, timestamp: str) -> LoadTestReport:
         timestamp: names the results folder, `<results>/<model>-<timestamp>/`.
     """
     settings.check()
-    server = settings.server.rstrip("/")
-    try:
-        ready = urllib.request.urlopen(f"{server}/v2/models/{settings.model}/ready", timeout=10)  # noqa: S310
-        ready.close()
-    except urllib.error.HTTPError as e:
+    admin = TritonAdmin(settings.server)
+    if not admin.is_model_ready(settings.model):
         raise LoadTestError(
-            f"model {settings.model!r} is not ready on {server} ({e.code}); publish it and check `nexus status`"
-        ) from e
-    except (urllib.error.URLError, OSError) as e:
-        raise LoadTestError(
-            f"cannot reach Triton at {server} ({e}); start it with `nexus serve` or pass --server"
-        ) from e
-    config = _get_json(f"{server}/v2/models/{settings.model}/config")
+            f"model {settings.model!r} is not ready on {admin.url}; publish it and check `nexus status`"
+        )
+    config = admin.model_config(settings.model)
     max_batch = int(config.get("max_batch_size", 0))
     if settings.batch_size > max(max_batch, 1):
         raise LoadTestError(
@@ -223,7 +161,7 @@ def run_loadtest(settings: LoadTestSettings, timestamp: str) -> LoadTestReport:
     folder.mkdir(parents=True, exist_ok=True)
     prefix = folder / "locust"
     log = folder / "locust.log"
-    before = triton_counters(server, settings.model)
+    before = admin.stats(settings.model)
     timeout = _expected_seconds(settings) + 120
     with open(log, "wb") as out:
         try:
@@ -233,8 +171,8 @@ def run_loadtest(settings: LoadTestSettings, timestamp: str) -> LoadTestReport:
         except subprocess.TimeoutExpired as e:
             raise LoadTestError(f"Locust did not finish in {timeout:.0f}s; see {log}") from e
     try:
-        triton: TritonCounters | str = triton_counters(server, settings.model) - before
-    except LoadTestError as e:  # the model went away during the run: Locust's figures still stand
+        triton: ModelCounters | str = admin.stats(settings.model) - before
+    except TritonError as e:  # the model went away during the run: Locust's figures still stand
         triton = f"Triton's statistics are unavailable after the run ({e})"
     totals = prefix.with_suffix(".json")
     if not totals.is_file():
@@ -267,7 +205,7 @@ def percentile(histogram: dict[float, int], fraction: float) -> float:
     return max(histogram)
 
 
-def _report(settings: LoadTestSettings, folder: Path, totals: Path, triton: TritonCounters | str) -> LoadTestReport:
+def _report(settings: LoadTestSettings, folder: Path, totals: Path, triton: ModelCounters | str) -> LoadTestReport:
     entries: list[dict[str, Any]] = json.loads(totals.read_text(encoding="utf-8"))
     requests = sum(int(e["num_requests"]) for e in entries)
     if not requests:

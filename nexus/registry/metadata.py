@@ -40,7 +40,7 @@ from typing import Any
 import filelock
 
 from nexus.atomic import atomic_write_text
-from nexus.errors import CorruptMetadataError, LockTimeoutError, MetadataError
+from nexus.errors import ConfigError, CorruptMetadataError, LockTimeoutError, MetadataError
 from nexus.names import is_model_name
 from nexus.tensors import Signature, TensorSpec
 
@@ -58,6 +58,14 @@ def parse_time(text: str) -> datetime:
     """Parse a time written by :func:`utc_now`, or any ISO 8601 time (naive means UTC)."""
     parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def parse_time_option(option: str, text: str) -> datetime:
+    """A time a user typed (``option`` names where), as UTC; an unreadable one is a :class:`ConfigError`."""
+    try:
+        return parse_time(text).astimezone(UTC)
+    except ValueError:
+        raise ConfigError(option, f"{text!r} is not an ISO 8601 time", "write e.g. 2026-11-26T08:00:00Z") from None
 
 
 @dataclass

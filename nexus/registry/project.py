@@ -20,6 +20,7 @@ from pathlib import Path
 from nexus.errors import (
     AmbiguousVersionError,
     ArtifactNotFoundError,
+    ConfigError,
     DirtyTreeError,
     IntegrityError,
     ModelNotFoundError,
@@ -42,11 +43,11 @@ from nexus.registry.metadata import (
     MetadataFile,
     ModelRecord,
     ModelVersion,
-    Signature,
     utc_now,
 )
-from nexus.settings import NexusConfig, PublishSettings, StorageSettings, load_config, write_config
+from nexus.settings import CONFIG_FILE, NexusConfig, PublishSettings, StorageSettings, load_config, write_config
 from nexus.storage import KeyExistsError, Storage, open_storage, parse_storage_uri, split_object_uri
+from nexus.tensors import Signature
 
 _COMMIT_PREFIX = re.compile(r"^[0-9a-f]{4,40}$")
 
@@ -78,10 +79,19 @@ class RollbackResult:
 
 
 def init(
-    path: Path | None = None, storage: StorageSettings | None = None, publish: PublishSettings | None = None
+    path: Path | None = None,
+    storage: StorageSettings | None = None,
+    publish: PublishSettings | None = None,
+    *,
+    force: bool = False,
 ) -> Path:
-    """Write `.nexusrc` at the root of the git repository holding ``path``; return its path."""
+    """Write `.nexusrc` at the root of the git repository holding ``path``; return its path.
+
+    An existing `.nexusrc` is kept unless ``force``.
+    """
     root = git.find_root(path)
+    if (root / CONFIG_FILE).exists() and not force:
+        raise ConfigError(str(root / CONFIG_FILE), "already exists", "edit it, or pass --force to overwrite it")
     settings = storage or StorageSettings()
     publish = publish or PublishSettings()
     for uri in (settings.uri, publish.repository):

@@ -9,10 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from nexus.errors import ModelLoadError
+from nexus.errors import ModelLoadError, SignatureError
 from nexus.registry.formats import ONNX
-from nexus.serving.model_config import TRITON_DTYPES, SignatureError
-from nexus.tensors import Signature, TensorSpec
+from nexus.tensors import Signature, TensorSpec, dtype
 
 
 def _sample(spec: TensorSpec, batch: int, batched: bool) -> Any:
@@ -20,10 +19,11 @@ def _sample(spec: TensorSpec, batch: int, batched: bool) -> Any:
 
     dims = [d if d > 0 else 2 for d in (spec.shape[1:] if batched else spec.shape)]
     shape = [batch, *dims] if batched else dims
-    dtype = getattr(torch, spec.dtype)
-    if TRITON_DTYPES[spec.dtype] in ("TYPE_FP16", "TYPE_BF16", "TYPE_FP32", "TYPE_FP64"):
-        return torch.randn(shape).to(dtype)
-    return torch.zeros(shape, dtype=dtype)  # zeros are valid token ids and masks
+    kind = dtype(spec.dtype)
+    torch_dtype = getattr(torch, kind.torch)
+    if kind.is_float:
+        return torch.randn(shape).to(torch_dtype)
+    return torch.zeros(shape, dtype=torch_dtype)  # zeros are valid token ids and masks
 
 
 def _load_runner(artifact: Path, fmt: str, output_names: list[str]) -> Any:

@@ -86,6 +86,19 @@ class ServingOptions:
             raise SignatureError("--max-batch-size must be at least 1 with batching (or pass --no-batching)")
 
 
+def parse_instances(text: str) -> int | None:
+    """``--instances``: a positive count, or `auto` (None)."""
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise SignatureError(f"--instances must be auto or a count of at least 1, not {text!r}")
+    return count
+
+
 def instance_count(options: ServingOptions, version: ModelVersion) -> int:
     """How many instances per device serve ``version``: the count the user chose, else automatic.
 
@@ -113,6 +126,17 @@ def parse_tensor_spec(text: str, batched: bool = True) -> TensorSpec:
         raise SignatureError(f"unknown dtype {dtype!r} in {text!r}; use one of {', '.join(TRITON_DTYPES)}")
     dims = [int(d) for d in match["dims"].split(",")] if match["dims"] else []
     return TensorSpec(name=match["name"], dtype=dtype, shape=([-1] if batched else []) + dims)
+
+
+def parse_signature(inputs: list[str] | None, outputs: list[str] | None, batched: bool = True) -> Signature | None:
+    """The signature given as `NAME:DTYPE:DIMS` texts (``--input``/``--output``), or None for neither."""
+    if not inputs and not outputs:
+        return None
+    if not (inputs and outputs):
+        raise SignatureError("give both --input and --output (one per tensor), or neither")
+    return Signature(
+        inputs=[parse_tensor_spec(t, batched) for t in inputs], outputs=[parse_tensor_spec(t, batched) for t in outputs]
+    )
 
 
 def _tensor(spec: TensorSpec, batched: bool) -> dict[str, Any]:

@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 
 from nexus.errors import PredictError
+from nexus.names import validate_model_name
+from nexus.serving.endpoints import DEFAULT_GRPC, DEFAULT_HTTP, grpc_target, http_url
 
 Array = np.ndarray[Any, Any]
 
@@ -30,19 +32,21 @@ NUMPY_DTYPES = {
 
 
 def default_server(protocol: str) -> str:
-    return "127.0.0.1:8001" if protocol == "grpc" else "http://127.0.0.1:8000"
+    return DEFAULT_GRPC if protocol == "grpc" else DEFAULT_HTTP
 
 
 def _client(server: str, protocol: str) -> Any:
     if protocol == "grpc":
         import tritonclient.grpc as client_module
 
-        return client_module, client_module.InferenceServerClient(server.removeprefix("grpc://"))
+        return client_module, client_module.InferenceServerClient(grpc_target(server))
     if protocol != "http":
         raise PredictError(f"unknown protocol {protocol!r}; use http or grpc")
     import tritonclient.http as client_module
 
-    return client_module, client_module.InferenceServerClient(server.split("://", 1)[-1])
+    url = http_url(server)
+    scheme, host_port = url.split("://", 1)
+    return client_module, client_module.InferenceServerClient(host_port, ssl=scheme == "https")
 
 
 def random_inputs(metadata: Mapping[str, Any], batch: int = 1, seed: int = 0) -> dict[str, Array]:
@@ -86,7 +90,12 @@ def predict(
     server: str | None = None,
     protocol: str = "http",
 ) -> dict[str, Array]:
-    """Send one request to ``model``; without ``inputs``, random valid ones from its metadata."""
+    """Send one request to ``model``; without ``inputs``, random valid ones from its metadata.
+
+    Args:
+        server: `host:port` or an `http(s)://` URL (gRPC: `host:port`); default 127.0.0.1:8000 / :8001.
+    """
+    validate_model_name(model)  # it becomes a URL path segment
     server = server or default_server(protocol)
     module, client = _client(server, protocol)
     from tritonclient.utils import InferenceServerException

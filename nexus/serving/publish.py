@@ -1,44 +1,24 @@
-"""`nexus publish`: render a stored version into a Triton model repository.
+"""`nexus publish`: render a stored version into a Triton model repository, and switch a running server to it.
 
-Layout written (one folder per model; several models and versions side by side)::
-
-    <repository>/
-      <model>/
-        config.pbtxt          # serves exactly the version that is published (version_policy.specific)
-        <N>/                  # N = the version's integer from .nexus_meta.json
-          model.py            # model_repository_templates/python_backend/model.py, unchanged
-          model.<ext>         # the artifact, verified against its sha256
-
-A local publish builds `<N>/` in a hidden temporary folder next to it and renames it into place,
-then replaces `config.pbtxt` atomically, so a reader never sees a half-written version. A publish to
-`s3://` or `gs://` uploads the same layout, `config.pbtxt` last.
+The repository's layout is drawn in :mod:`nexus.serving.repository`. With ``server``, the publish is a
+hot swap (:mod:`nexus.serving.hotswap`): the server keeps the old version until the new one is READY
+and answers a smoke request, and gets the old one back if it does not.
 """
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from nexus.errors import PublishError
+from nexus.errors import PublishError, SignatureError
 from nexus.registry import Project
 from nexus.registry.metadata import EXTENSIONS, ModelVersion
 from nexus.registry.signature import check_signature
-from nexus.serving.model_config import (
-    ServingOptions,
-    SignatureError,
-    config_to_text,
-    parse_config,
-    render_config,
-)
-from nexus.shipped import shipped
-from nexus.settings import StorageSettings
-from nexus.storage import Storage, open_storage, parse_storage_uri
+from nexus.serving.model_config import ServingOptions, config_to_text, parse_config, render_config
+from nexus.serving.repository import CONFIG, MODEL_PY, ModelRepository
 from nexus.tensors import Signature
 
-MODEL_PY = "model.py"
-CONFIG = "config.pbtxt"
+__all__ = ["CONFIG", "MODEL_PY", "PublishResult", "publish", "render_version", "resolve_signature"]
 
 
 @dataclass(frozen=True)
@@ -53,11 +33,8 @@ class PublishResult:
     #: Paths relative to the repository, in the order they are written.
     files: list[str]
     written: bool
-
-
-def template_source() -> str:
-    """The text of the Python-backend `model.py` that every published version gets."""
-    return shipped(f"model_repository_templates/python_backend/{MODEL_PY}").read_text(encoding="utf-8")
+    #: The server switched to the version (a hot swap), if one was given.
+    server: str | None = None
 
 
 def resolve_signature(version: ModelVersion, signature: Signature | None) -> Signature:
@@ -78,89 +55,57 @@ def publish(
     *,
     version: int | None = None,
     commit: str | None = None,
-    repository: Path | str | None = None,
+    repository: ModelRepository | Path | str | None = None,
     options: ServingOptions | None = None,
     signature: Signature | None = None,
     dry_run: bool = False,
+    server: str | None = None,
 ) -> PublishResult:
-    """Render ``model_name`` (latest by default) into a Triton model repository folder."""
-    options = options or ServingOptions()
+    """Render ``model_name`` (latest by default) into a Triton model repository.
+
+    Args:
+        repository: a folder (relative to the project root), a bucket URI, or a resolved repository;
+            default `[publish] repository` in `.nexusrc`.
+        server: a running Triton serving that repository (`host:port` or a URL): it is switched to
+            the version with no failed request, and gets the previous version back if the new one
+            fails (:func:`nexus.serving.hotswap.swap`).
+    """
     v = project.resolve(model_name, version, commit)
+    repo = ModelRepository.resolve(project, repository)
+    if server is not None and not dry_run:
+        from nexus.serving.hotswap import swap
+
+        return swap(project, model_name, v.version, server, repo, options, signature)
+    return render_version(project, v, repo, options, signature, dry_run=dry_run)
+
+
+def render_version(
+    project: Project,
+    v: ModelVersion,
+    repo: ModelRepository,
+    options: ServingOptions | None = None,
+    signature: Signature | None = None,
+    *,
+    dry_run: bool = False,
+) -> PublishResult:
+    """Render one version into ``repo`` (nothing is written with ``dry_run``); no server is touched."""
+    options = options or ServingOptions()
     signature = resolve_signature(v, signature)
     artifact_name = f"model.{EXTENSIONS[v.format]}"
-    config = render_config(model_name, v, signature, options, artifact_name)
+    config = render_config(v.model_name, v, signature, options, artifact_name)
     text = config_to_text(config)
     if parse_config(text) != config:  # pragma: no cover - protobuf round trip; guards against a broken install
         raise PublishError("config.pbtxt does not parse back to what was rendered; reinstall tritonclient")
-    target = str(repository) if repository is not None else project.config.publish.repository
-    location = parse_storage_uri(target)
-    remote = None if location.scheme == "file" else open_storage(target, project.config.storage, project.root)
-    repo: Path | str = target
-    if remote is None:
-        local = Path(location.bucket).expanduser()
-        repo = local if local.is_absolute() else project.root / local
-    files = [
-        f"{model_name}/{v.version}/{MODEL_PY}",
-        f"{model_name}/{v.version}/{artifact_name}",
-        f"{model_name}/{CONFIG}",
-    ]
-
     cached = project.cached_artifact(v)
     check_signature(cached, v.format, signature, options.batching)
-    triton_path = str(repo) if remote is None else triton_repository_path(target, project.config.storage)
-    if dry_run:
-        return PublishResult(model_name, v, repo, triton_path, text, files, written=False)
-    if remote is None:
-        _write_local(project, Path(repo), model_name, v, artifact_name, text)
-    else:
-        _write_remote(remote, cached, files, text)
-    return PublishResult(model_name, v, repo, triton_path, text, files, written=True)
-
-
-def triton_repository_path(uri: str, settings: StorageSettings) -> str:
-    """How Triton names a bucket repository: with a custom S3 endpoint, `s3://http://host:port/bucket/prefix`."""
-    location = parse_storage_uri(uri)
-    same_store = parse_storage_uri(settings.uri).scheme == location.scheme
-    if location.scheme == "s3" and same_store and settings.endpoint_url:
-        path = "/".join(p for p in (location.bucket, location.prefix) if p)
-        return f"s3://{settings.endpoint_url.rstrip('/')}/{path}"
-    return uri
-
-
-def _write_remote(storage: Storage, artifact: Path, files: list[str], text: str) -> None:
-    """Upload model.py and the artifact, then config.pbtxt last: Triton never sees a config without its files."""
-    model_py_key, artifact_key, config_key = files
-    with tempfile.TemporaryDirectory(prefix="nexus-publish-") as tmp:
-        model_py = Path(tmp) / MODEL_PY
-        model_py.write_text(template_source(), encoding="utf-8")
-        config = Path(tmp) / CONFIG
-        config.write_text(text, encoding="utf-8")
-        storage.put_file(model_py_key, model_py, overwrite=True)
-        storage.put_file(artifact_key, artifact, overwrite=True)
-        storage.put_file(config_key, config, overwrite=True)
-
-
-def _write_local(project: Project, repo: Path, model_name: str, v: ModelVersion, artifact: str, text: str) -> None:
-    model_dir = repo / model_name
-    try:
-        model_dir.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".nexus-{v.version}-", dir=model_dir))
-    except OSError as e:
-        raise PublishError(f"cannot write to {repo}: {e.strerror}; choose a writable --repository") from e
-    try:
-        (staging / MODEL_PY).write_text(template_source(), encoding="utf-8")
-        project.cache.copy_out(v.sha256, v.size, staging / artifact)
-        staging.chmod(0o755)
-        final = model_dir / str(v.version)
-        if final.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".nexus-old-{v.version}-", dir=model_dir))
-            final.rename(old / "v")
-            staging.rename(final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            staging.rename(final)
-        from nexus.atomic import atomic_write_text
-
-        atomic_write_text(model_dir / CONFIG, text)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    if not dry_run:
+        repo.write_version(
+            v.model_name,
+            v.version,
+            artifact_name,
+            cached,
+            lambda target: project.cache.copy_out(v.sha256, v.size, target),
+            text,
+        )
+    files = repo.version_keys(v.model_name, v.version, artifact_name)
+    return PublishResult(v.model_name, v, repo.location, repo.triton_path, text, files, written=not dry_run)

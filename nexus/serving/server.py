@@ -18,13 +18,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from nexus.errors import TritonError
+from nexus.serving.admin import TritonAdmin
 
 _PR_SET_PDEATHSIG = 1
 
@@ -204,12 +203,8 @@ class TritonServer:
         while time.monotonic() < deadline:
             if not self.is_alive():
                 raise TritonError(f"tritonserver exited during start-up:\n{self.errors()}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/v2/health/ready", timeout=2) as r:  # noqa: S310 - loopback
-                    if r.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
+            if TritonAdmin(self.url).is_ready():
+                return
             time.sleep(0.25)
         raise TritonError(f"tritonserver was not ready after {timeout:.0f}s:\n{self.errors()}")
 

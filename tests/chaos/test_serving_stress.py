@@ -29,7 +29,7 @@ from chaos.checks import iterations
 from chaos.conftest import Recorder
 from helpers import GitRepo, free_port
 from nexus.registry import Project
-from nexus.serving.serve import RESTARTS_PER_MINUTE, backend_stubs
+from nexus.serving.supervisor import RESTARTS_PER_MINUTE, backend_stubs
 
 pytestmark = [pytest.mark.slow, pytest.mark.chaos]
 
@@ -285,7 +285,9 @@ def test_status_shows_a_dead_stub_and_the_failed_requests(
 ) -> None:
     """Without `nexus serve` to reload it, a model whose stubs died stays READY and fails every request:
     `nexus status` says so. Every stub is killed, so that no instance is left to answer."""
-    from nexus.serving.serve import open_repository, sync_latest, write_server_file
+    from nexus.serving.discovery import write_server_file
+    from nexus.serving.repository import open_repository
+    from nexus.serving.serve import sync_latest
     from nexus.serving.server import TritonServer
     from nexus.serving.status import model_status
 

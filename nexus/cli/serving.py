@@ -1,0 +1,234 @@
+"""Data-plane commands: publish, serve, predict, status. Each parses, calls one library function, and prints."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.markup import escape
+
+from nexus.cli.context import handles_errors, live_server, project
+from nexus.cli.options import (
+    CommitOpt,
+    InputsOpt,
+    JsonOpt,
+    ModelArg,
+    OutputsOpt,
+    ProtocolOpt,
+    RepositoryOpt,
+    ServerOpt,
+    VersionOpt,
+)
+from nexus.cli.output import stderr, stdout
+from nexus.cli.tables import print_outputs, serving_summary, status_table
+
+if TYPE_CHECKING:
+    from nexus.serving.serve import Running, SyncResult
+
+
+@handles_errors
+def publish(
+    model_name: ModelArg,
+    version: VersionOpt = None,
+    commit: CommitOpt = None,
+    repository: RepositoryOpt = None,
+    max_batch_size: Annotated[int, typer.Option(help="Largest batch Triton forms.")] = 32,
+    max_queue_delay_us: Annotated[int, typer.Option(help="How long a request may wait for a batch to fill.")] = 50_000,
+    no_batching: Annotated[bool, typer.Option("--no-batching", help="Serve requests one at a time.")] = False,
+    instances: Annotated[
+        str, typer.Option(help="Model instances (copies) per device, or auto: 2, or 1 for artifacts over 1 GiB.")
+    ] = "auto",
+    kind: Annotated[str, typer.Option(help="Where instances run: auto, cpu or gpu.")] = "auto",
+    priority_levels: Annotated[int, typer.Option(help="Request priority levels (0: none).")] = 0,
+    max_queue_size: Annotated[int, typer.Option(help="Refuse requests beyond this queue length (0: no bound).")] = 0,
+    warmup: Annotated[bool, typer.Option("--warmup", help="Run a warm-up batch when the model loads.")] = False,
+    torch_threads: Annotated[int, typer.Option(help="torch threads per instance.")] = 1,
+    inputs: InputsOpt = None,
+    outputs: OutputsOpt = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the config and files; write nothing.")] = False,
+    server: ServerOpt = None,
+) -> None:
+    """Render a stored version (latest by default) into a Triton model repository.
+
+    With a running `nexus serve` (found in .nexus/server.json) or --server HOST:PORT, the server is
+    switched to the new version without failing a request, and the previous version comes back if it fails.
+
+    Example: nexus publish prod_model --max-batch-size 64 --max-queue-delay-us 2000
+    """
+    from nexus.serving.model_config import ServingOptions, parse_instances, parse_signature
+    from nexus.serving.publish import publish as publish_version
+
+    options = ServingOptions(
+        max_batch_size=max_batch_size,
+        max_queue_delay_us=max_queue_delay_us,
+        batching=not no_batching,
+        instances=parse_instances(instances),
+        kind=kind,
+        priority_levels=priority_levels,
+        max_queue_size=max_queue_size,
+        warmup=warmup,
+        torch_threads=torch_threads,
+    )
+    p = project()
+    result = publish_version(
+        p,
+        model_name,
+        version=version,
+        commit=commit,
+        repository=repository,
+        options=options,
+        signature=parse_signature(inputs, outputs, batched=not no_batching),
+        dry_run=dry_run,
+        server=None if dry_run else live_server(p, server, repository),
+    )
+    out, v = stdout(), result.version
+    if dry_run:
+        out.out(result.config_text, highlight=False)
+        out.print(f"Would write to {result.repository}:")
+    elif result.server is not None:
+        out.print(f"Published {model_name} v{v.version} and switched {result.server} to it (commit {v.short_commit}).")
+    else:
+        out.print(f"Published {model_name} v{v.version} (commit {v.short_commit}, {v.format}) to {result.repository}")
+        out.print(f"  serving: {serving_summary(options, v)}", highlight=False)
+    for name in result.files:
+        out.print(f"  {name}")
+    if not v.is_latest:
+        stderr().print(
+            f"[yellow]Note:[/] v{v.version} is not the latest version in .nexus_meta.json, but the config "
+            f"serves it. To make it latest: nexus rollback {model_name} --to {v.version}"
+        )
+
+
+@handles_errors
+def serve(
+    repository: RepositoryOpt = None,
+    http_port: Annotated[int, typer.Option(help="KServe v2 HTTP port.")] = 8000,
+    grpc_port: Annotated[int, typer.Option(help="KServe v2 gRPC port.")] = 8001,
+    metrics_port: Annotated[int, typer.Option(help="Prometheus metrics port.")] = 8002,
+    host: Annotated[str, typer.Option(help="Address to bind; 0.0.0.0 exposes the server to the network.")] = (
+        "127.0.0.1"
+    ),
+    no_publish: Annotated[
+        bool, typer.Option("--no-publish", help="Serve the repository as it is; publish nothing first.")
+    ] = False,
+    tritonserver: Annotated[
+        Path | None, typer.Option(help="A tritonserver binary (default: the one in nvidia-pytriton).")
+    ] = None,
+    log_file: Annotated[Path | None, typer.Option(help="Triton's log (default: .nexus/triton.log).")] = None,
+) -> None:
+    """Publish each model's latest version, run Triton on the repository, and stop it on Ctrl-C.
+
+    Example: nexus serve --http-port 8000 --grpc-port 8001 --metrics-port 8002
+    """
+    from nexus.serving.serve import ServeHooks
+    from nexus.serving.serve import serve as run
+
+    out, err = stdout(), stderr()
+    hooks = ServeHooks(
+        synced=_print_synced,
+        ready=_print_ready,
+        message=lambda message: err.print(f"[yellow]{escape(message)}[/]"),
+        restarted=lambda pid: out.print(f"Restarted: tritonserver pid {pid}."),
+        stopping=lambda: out.print("Stopping Triton (up to 20 s)..."),
+    )
+    run(
+        project(),
+        repository=repository,
+        host=host,
+        http_port=http_port,
+        grpc_port=grpc_port,
+        metrics_port=metrics_port,
+        sync=not no_publish,
+        tritonserver=tritonserver,
+        log_file=log_file,
+        hooks=hooks,
+    )
+    out.print("Triton stopped.")
+
+
+def _print_synced(synced: SyncResult) -> None:
+    for r in synced.published:
+        stdout().print(f"Published {r.model_name} v{r.version.version} (commit {r.version.short_commit})")
+    for name, reason in synced.skipped:
+        stderr().print(f"[yellow]Skipped[/] {name}: {escape(reason)}")
+
+
+def _print_ready(running: Running) -> None:
+    from rich.table import Table
+
+    out, server = stdout(), running.server
+    table = Table(box=None, header_style="bold")
+    for column in ("model", "version", "state"):
+        table.add_column(column)
+    for model in running.models:
+        table.add_row(model.name, model.version, model.state)
+    out.print(table)
+    out.print(f"HTTP    {server.url}  (KServe v2: POST {server.url}/v2/models/MODEL/infer)")
+    out.print(f"gRPC    {running.grpc}")
+    out.print(f"metrics {running.metrics}")
+    out.print(f"Triton log: {server.log_file}")
+    out.print(f"Ready: tritonserver pid {server.pid}. Press Ctrl-C to stop.")
+
+
+@handles_errors
+def predict(
+    model_name: ModelArg,
+    inputs: Annotated[list[str] | None, typer.Option("--input", "-i", help="NAME=FILE.npy; repeat per input.")] = None,
+    random: Annotated[bool, typer.Option("--random", help="Send random valid inputs (batch of 1).")] = False,
+    server: Annotated[
+        str | None, typer.Option(help="Triton: HOST:PORT or http(s)://HOST:PORT (default: 127.0.0.1:8000, gRPC :8001).")
+    ] = None,
+    protocol: ProtocolOpt = "http",
+    output_dir: Annotated[
+        Path | None, typer.Option("--output-dir", "-o", help="Write each output to DIR/NAME.npy.")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Send one request to a served model and print (or save) its outputs.
+
+    Example: nexus predict prod_model --input input=batch.npy --protocol grpc
+    """
+    from nexus.errors import PredictError
+    from nexus.serving.predict import load_inputs
+    from nexus.serving.predict import predict as send
+
+    if bool(inputs) == random:
+        raise PredictError("give --input NAME=FILE.npy (one per input) or --random, not both or neither")
+    outputs = send(model_name, load_inputs(inputs) if inputs else None, server=server, protocol=protocol)
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {n: {"dtype": str(v.dtype), "shape": list(v.shape), "data": v.tolist()} for n, v in outputs.items()}
+            )
+        )
+    else:
+        print_outputs(outputs, output_dir)
+
+
+@handles_errors
+def status(server: ServerOpt = None, repository: RepositoryOpt = None, as_json: JsonOpt = False) -> None:
+    """Latest in .nexus_meta.json, published in the repository, live on Triton: and any drift.
+
+    Example: nexus status --server localhost:8000 --json
+    """
+    from nexus.serving.discovery import find_server
+    from nexus.serving.status import model_status
+
+    p = project()
+    live = server or find_server(p)
+    statuses = model_status(p, live, repository)
+    if as_json:
+        typer.echo(json.dumps([{**asdict(s), "drift": s.drift} for s in statuses], indent=2))
+        return
+    if not statuses:
+        stdout().print("No models stored yet. Store one with `nexus store PATH MODEL_NAME`.")
+        return
+    out = stdout()
+    out.print(status_table(statuses))
+    out.print(f"server: {live or 'none found (start one with nexus serve, or pass --server)'}")
+    for s in statuses:
+        for problem in s.drift:
+            out.print(f"[bold red]drift[/] {s.model_name}: {problem}")

@@ -1,0 +1,106 @@
+"""How command results look: tables and short summaries (Rich stays in the CLI layer)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rich.table import Table
+
+from nexus.cli.output import human_size, short_time, stdout
+from nexus.registry.metadata import META_FILE, HistoryEvent, ModelVersion
+
+if TYPE_CHECKING:
+    from nexus.serving.model_config import ServingOptions
+    from nexus.serving.status import ModelStatus
+
+
+def _name(author: str) -> str:
+    """`Ada Lovelace <ada@example.com>` -> `Ada Lovelace`, for narrow tables."""
+    return author.split(" <", 1)[0]
+
+
+def next_step(metadata_commit: str | None, message: str) -> None:
+    """After a change to `.nexus_meta.json`: the commit that recorded it, or the command to commit it."""
+    if metadata_commit:
+        stdout().print(f"Committed {META_FILE} as {metadata_commit[:8]}.")
+    else:
+        stdout().print(f"Next: git add {META_FILE} && git commit -m '{message}'")
+
+
+def versions_table(versions: list[ModelVersion], show_model: bool) -> Table:
+    table = Table(box=None, header_style="bold")
+    columns = ["version", "commit", "size", "created", "latest", "format", "author"]
+    for name in ["model", *columns] if show_model else columns:
+        table.add_column(name, justify="right" if name in ("version", "size") else "left", no_wrap=name != "author")
+    for v in versions:
+        commit = v.short_commit + (" (dirty)" if v.dirty else "")
+        row = [str(v.version), commit, human_size(v.size), short_time(v.created_at), "*" if v.is_latest else "",
+               v.format, _name(v.author)]  # fmt: skip
+        table.add_row(*([v.model_name, *row] if show_model else row), style="bold green" if v.is_latest else None)
+    return table
+
+
+def history_table(events: list[HistoryEvent]) -> Table:
+    table = Table(box=None, header_style="bold")
+    for name in ("at", "action", "from", "to", "by"):
+        table.add_column(name, no_wrap=name != "by")
+    for e in events:
+        before = "-" if e.from_version is None else f"v{e.from_version}"
+        table.add_row(short_time(e.at), e.action, before, f"v{e.to_version}", _name(e.by))
+    return table
+
+
+def serving_summary(options: ServingOptions, version: ModelVersion) -> str:
+    """One line on how a published version is served, e.g. "2 instances (auto), batches of up to 32 within 50 ms"."""
+    from nexus.serving.model_config import instance_count
+
+    count = instance_count(options, version)
+    parts = [f"{count} instance{'s' if count > 1 else ''}" + (" (auto)" if options.instances is None else "")]
+    if not options.batching:
+        parts.append("no batching")
+    else:
+        parts.append(f"batches of up to {options.max_batch_size} within {options.max_queue_delay_us / 1000:g} ms")
+    if options.max_queue_size:
+        parts.append(f"queue of {options.max_queue_size}")
+    return ", ".join(parts)
+
+
+def print_outputs(outputs: dict[str, Any], output_dir: Path | None) -> None:
+    """Each output's dtype and shape, and its values or the `.npy` file it was written to."""
+    import numpy as np
+
+    out = stdout()
+    for name, value in outputs.items():
+        if output_dir is not None:
+            output_dir.mkdir(parents=True, exist_ok=True)
+            np.save(output_dir / f"{name}.npy", value)
+            out.print(f"{name}: {value.dtype}{list(value.shape)} -> {output_dir / name}.npy")
+        else:
+            out.print(f"{name}: {value.dtype}{list(value.shape)}")
+            out.out(np.array2string(value, threshold=50, precision=5), highlight=False)
+
+
+def _number(value: float | None, digits: int) -> str:
+    return "-" if value is None or value != value else f"{value:.{digits}f}"
+
+
+def status_table(statuses: list[ModelStatus]) -> Table:
+    table = Table(box=None, header_style="bold")
+    for column in ("model", "latest", "commit", "published", "live", "avg batch", "queue ms", "compute ms", "failed"):
+        table.add_column(column, no_wrap=True)
+    for s in statuses:
+        live = "-" if s.live is None else (", ".join(f"v{v}" for v in s.live) or "none")
+        table.add_row(
+            s.model_name,
+            f"v{s.latest}",
+            s.commit[:8],
+            "-" if s.published is None else f"v{s.published}",
+            live,
+            _number(s.avg_batch_size, 1),
+            _number(s.avg_queue_ms, 2),
+            _number(s.avg_compute_ms, 2),
+            "-" if s.failed is None else str(s.failed),
+            style="bold red" if s.drift else None,
+        )
+    return table

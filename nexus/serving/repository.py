@@ -1,0 +1,195 @@
+"""The Triton model repository a project publishes to and serves from: a local folder or a bucket prefix.
+
+It is resolved once, from `--repository` or `[publish] repository` in `.nexusrc`, into a
+:class:`ModelRepository` that publish, serve, status and hot swap are handed. Layout::
+
+    <repository>/
+      <model>/
+        config.pbtxt          # serves exactly the version that is published (version_policy.specific)
+        <N>/                  # N = the version's integer from .nexus_meta.json
+          model.py            # model_repository_templates/python_backend/model.py, unchanged
+          model.<ext>         # the artifact, verified against its sha256
+
+A local version folder is built in a hidden temporary folder beside it and renamed into place, then
+`config.pbtxt` is replaced atomically, so a reader never sees half a version. A bucket gets the same
+files, `config.pbtxt` last.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from nexus.atomic import atomic_write_text
+from nexus.errors import ObjectMissingError, PublishError
+from nexus.serving.model_config import ServingOptions, parse_config, read_serving
+from nexus.settings import StorageSettings
+from nexus.shipped import shipped
+from nexus.storage import Storage, open_storage, parse_storage_uri
+from nexus.tensors import Signature
+
+if TYPE_CHECKING:
+    from nexus.registry import Project
+
+MODEL_PY = "model.py"
+CONFIG = "config.pbtxt"
+
+
+def template_source() -> str:
+    """The text of the Python-backend `model.py` that every published version gets."""
+    return shipped(f"model_repository_templates/python_backend/{MODEL_PY}").read_text(encoding="utf-8")
+
+
+@dataclass(frozen=True)
+class Published:
+    """What a repository's `config.pbtxt` for one model says: the version served, and how."""
+
+    version: int | None
+    options: ServingOptions
+    signature: Signature
+
+
+@dataclass(frozen=True)
+class ModelRepository:
+    """A resolved repository location."""
+
+    #: The folder (absolute), or the bucket URI as given.
+    location: Path | str
+    #: What `tritonserver --model-repository` is given (`s3://http://host:port/...` with an endpoint).
+    triton_path: str
+    #: The bucket's storage; None for a local folder.
+    storage: Storage | None = None
+    #: Extra environment for Triton to reach the bucket (an emulator endpoint, for instance).
+    env: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def resolve(cls, project: Project, repository: ModelRepository | Path | str | None = None) -> ModelRepository:
+        """The repository given (a folder, relative to the project root, or a bucket URI), else the configured one."""
+        if isinstance(repository, ModelRepository):
+            return repository
+        target = str(repository) if repository is not None else project.config.publish.repository
+        location = parse_storage_uri(target)
+        if location.scheme == "file":
+            folder = Path(location.bucket).expanduser()
+            folder = folder if folder.is_absolute() else project.root / folder
+            return cls(folder, str(folder))
+        settings = project.config.storage
+        env: dict[str, str] = {}
+        if location.scheme == "gs" and parse_storage_uri(settings.uri).scheme == "gs" and settings.endpoint_url:
+            env["CLOUD_STORAGE_EMULATOR_ENDPOINT"] = settings.endpoint_url
+        storage = open_storage(target, settings, project.root)
+        return cls(target, triton_repository_path(target, settings), storage, env)
+
+    @property
+    def folder(self) -> Path | None:
+        """The local folder; None for a bucket."""
+        return self.location if isinstance(self.location, Path) else None
+
+    def __str__(self) -> str:
+        return str(self.location)
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def read_text(self, key: str) -> str | None:
+        """The text of ``key`` (`MODEL/config.pbtxt`), or None when it is not there."""
+        if self.storage is None:
+            path = Path(self.location) / key
+            return path.read_text(encoding="utf-8") if path.is_file() else None
+        buffer = io.BytesIO()
+        try:
+            self.storage.download(key, buffer)
+        except ObjectMissingError:
+            return None
+        return buffer.getvalue().decode("utf-8")
+
+    def read_published(self, model: str) -> Published | None:
+        """The model's published config, or None when it was never published here."""
+        text = self.read_text(f"{model}/{CONFIG}")
+        if text is None:
+            return None
+        config = parse_config(text)
+        options, signature = read_serving(config)
+        return Published(next(iter(config.version_policy.specific.versions), None), options, signature)
+
+    # -- writing -----------------------------------------------------------------------------
+
+    @staticmethod
+    def version_keys(model: str, version: int, artifact: str) -> list[str]:
+        """The keys a version's publish writes, relative to the repository, in the order they are written."""
+        return [f"{model}/{version}/{MODEL_PY}", f"{model}/{version}/{artifact}", f"{model}/{CONFIG}"]
+
+    def write_version(
+        self, model: str, version: int, artifact: str, cached: Path, copy_artifact: Callable[[Path], None], config: str
+    ) -> None:
+        """Write version ``version`` of ``model`` and its config, in the order of :meth:`version_keys`.
+
+        Args:
+            artifact: the artifact's file name in the version folder (`model.pt2`).
+            cached: the verified artifact (uploaded as is to a bucket).
+            copy_artifact: writes a verified copy of the artifact to the path it is given (local folders).
+            config: the text of `config.pbtxt`.
+        """
+        if self.storage is None:
+            self._write_local(Path(self.location) / model, str(version), artifact, copy_artifact, config)
+        else:
+            self._write_remote(self.storage, cached, self.version_keys(model, version, artifact), config)
+
+    @staticmethod
+    def _write_local(
+        model_dir: Path, version: str, artifact: str, copy_artifact: Callable[[Path], None], config: str
+    ) -> None:
+        try:
+            model_dir.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=f".nexus-{version}-", dir=model_dir))
+        except OSError as e:
+            raise PublishError(
+                f"cannot write to {model_dir.parent}: {e.strerror}; choose a writable --repository"
+            ) from e
+        try:
+            (staging / MODEL_PY).write_text(template_source(), encoding="utf-8")
+            copy_artifact(staging / artifact)
+            staging.chmod(0o755)
+            final = model_dir / version
+            if final.exists():
+                old = Path(tempfile.mkdtemp(prefix=f".nexus-old-{version}-", dir=model_dir))
+                final.rename(old / "v")
+                staging.rename(final)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                staging.rename(final)
+            atomic_write_text(model_dir / CONFIG, config)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    @staticmethod
+    def _write_remote(storage: Storage, artifact: Path, keys: list[str], config: str) -> None:
+        """model.py and the artifact first, config.pbtxt last: Triton never sees a config without its files."""
+        model_py_key, artifact_key, config_key = keys
+        with tempfile.TemporaryDirectory(prefix="nexus-publish-") as tmp:
+            model_py = Path(tmp) / MODEL_PY
+            model_py.write_text(template_source(), encoding="utf-8")
+            config_file = Path(tmp) / CONFIG
+            config_file.write_text(config, encoding="utf-8")
+            storage.put_file(model_py_key, model_py, overwrite=True)
+            storage.put_file(artifact_key, artifact, overwrite=True)
+            storage.put_file(config_key, config_file, overwrite=True)
+
+
+def open_repository(project: Project, repository: ModelRepository | Path | str | None = None) -> ModelRepository:
+    """:meth:`ModelRepository.resolve`, as a function."""
+    return ModelRepository.resolve(project, repository)
+
+
+def triton_repository_path(uri: str, settings: StorageSettings) -> str:
+    """How Triton names a bucket repository: with a custom S3 endpoint, `s3://http://host:port/bucket/prefix`."""
+    location = parse_storage_uri(uri)
+    same_store = parse_storage_uri(settings.uri).scheme == location.scheme
+    if location.scheme == "s3" and same_store and settings.endpoint_url:
+        path = "/".join(p for p in (location.bucket, location.prefix) if p)
+        return f"s3://{settings.endpoint_url.rstrip('/')}/{path}"
+    return uri
