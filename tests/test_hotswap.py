@@ -20,7 +20,7 @@ from helpers import GitRepo, free_port, make_torch_export
 from nexus.cli import app
 from nexus.errors import HotSwapError
 from nexus.registry import Project
-from nexus.serving.admin import API_KEY_HEADER, GRPC_API_KEY_HEADER
+from nexus.serving.admin import API_KEY_HEADER, GRPC_API_KEY_HEADER, TritonAdmin
 from nexus.serving.discovery import api_key, restricted_api_args, write_server_file
 from nexus.serving.hotswap import load_version, swap
 from nexus.serving.model_config import parse_config
@@ -255,3 +255,33 @@ def test_status_with_an_unreachable_server_is_a_one_line_error(repo: GitRepo, mo
     assert result.exit_code == 1
     assert result.stderr.startswith(f"Error: cannot reach Triton at http://127.0.0.1:{port} (")
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_python_caller_publishes_and_rolls_back_a_running_server_through_the_library(
+    serving: tuple[Project, TritonServer, Path], repo: GitRepo, tmp_path: Path
+) -> None:
+    """`publish(..., server=)` and `rollback(..., server=)` hot-swap as the CLI does; `host:port` is a server."""
+    from nexus.serving import rollback
+
+    project, server, repository = serving
+    address = f"127.0.0.1:{server.http_port}"
+    repo.gen({"train.py": "v2\n"}, commit="v2")
+    v2_file = make_torch_export(tmp_path / "v2.pt2", seed=1)
+    project.store(v2_file, "m")
+
+    published = publish(project, "m", repository=repository, server=address)
+
+    assert published.server == server.url
+    assert TritonAdmin(address).ready_versions("m") == [2]
+    out = next(iter(predict("m", {"input": X}, server=address).values()))
+    np.testing.assert_allclose(out.flatten(), expected(v2_file), rtol=1e-5)
+
+    result, swapped = rollback(project, "m", server=address, repository=repository)
+
+    assert (result.from_version, result.to_version) == (2, 1)
+    assert swapped is not None
+    assert swapped.server == server.url
+    assert project.resolve("m").version == 1
+    assert TritonAdmin(address).ready_versions("m") == [1]
+    out = next(iter(predict("m", {"input": X}, server=address).values()))
+    np.testing.assert_allclose(out.flatten(), expected(tmp_path / "v1.pt2"), rtol=1e-5)

@@ -20,90 +20,21 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 
 from nexus.errors import QuickstartError
+from nexus.quickstart.summary import Summary, print_summary
 
 MODEL = "digits"
 
-TRAIN_PY = '''\
-"""Train a small classifier on scikit-learn's handwritten digits (8x8 images) and export it with torch.export."""
-
-import json
-
-import numpy as np
-import torch
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
-
-torch.manual_seed(0)
-digits = load_digits()
-images = (digits.images / 16.0).astype(np.float32)  # pixels 0..16 -> 0..1
-x_train, x_test, y_train, y_test = train_test_split(images, digits.target, test_size=0.2, random_state=0)
-
-
-class DigitClassifier(torch.nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.layers = torch.nn.Sequential(
-            torch.nn.Flatten(), torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Linear(128, 10)
-        )
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.layers(images)
-
-
-model = DigitClassifier()
-optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
-inputs, labels = torch.from_numpy(x_train), torch.from_numpy(y_train)
-for _ in range(150):
-    optimizer.zero_grad()
-    torch.nn.functional.cross_entropy(model(inputs), labels).backward()
-    optimizer.step()
-model.eval()
-with torch.inference_mode():
-    accuracy = (model(torch.from_numpy(x_test)).argmax(1).numpy() == y_test).mean()
-
-batch = torch.export.Dim("batch", min=1, max=1024)
-program = torch.export.export(model, (torch.from_numpy(x_test[:2]),), dynamic_shapes=({0: batch},))
-torch.export.save(program, "model.pt2")
-np.save("test_images.npy", x_test)
-np.save("test_labels.npy", y_test)
-json.dump({"accuracy": float(accuracy), "test_images": len(x_test)}, open("metrics.json", "w"))
-print(f"test accuracy {accuracy:.4f} on {len(x_test)} images; exported model.pt2")
-'''
+#: The training script the quickstart's repository gets (a real script, linted with the package).
+TRAIN_PY = Path(__file__).with_name("train_digits.py")
 
 GITIGNORE = "model.pt2\n*.npy\nmetrics.json\nquickstart.json\n"
-
-
-@dataclass
-class Summary:
-    folder: str
-    model: str
-    version: int
-    commit: str
-    stored_at: str
-    repository: str
-    http: str
-    grpc: str
-    metrics: str
-    trained_accuracy: float
-    served_accuracy: float
-    test_images: int
-    predictions_match: bool
-    max_abs_difference: float
-    requests: int
-    failures: int
-    requests_per_s: float
-    p50_ms: float
-    p99_ms: float
-    average_batch: float | None
-    seconds: float
 
 
 class Quickstart:
@@ -159,7 +90,7 @@ class Quickstart:
             "git add train.py .gitignore && git commit -m 'Train a digit classifier'",
         ):
             folder.mkdir(parents=True, exist_ok=True)
-            (folder / "train.py").write_text(TRAIN_PY, encoding="utf-8")
+            (folder / "train.py").write_text(TRAIN_PY.read_text(encoding="utf-8"), encoding="utf-8")
             (folder / ".gitignore").write_text(GITIGNORE, encoding="utf-8")
             self._run("git", "init", "-q", "-b", "main", show=False)
             self._run("git", "add", "train.py", ".gitignore", show=False)
@@ -262,7 +193,7 @@ class Quickstart:
                 seconds=time.monotonic() - started,
             )
             (folder / "quickstart.json").write_text(json.dumps(asdict(summary), indent=2) + "\n", encoding="utf-8")
-            self._print_summary(summary)
+            print_summary(self.console, summary)
             if keep_serving:
                 self._keep_serving(server, summary)
         finally:
@@ -306,31 +237,6 @@ class Quickstart:
             (output,) = predict(MODEL, {"images": images[start : start + 32]}, server=url).values()
             chunks.append(output)
         return np.concatenate(chunks), first
-
-    def _print_summary(self, s: Summary) -> None:
-        table = Table(title="NexusML quickstart", box=None, show_header=False, title_justify="left")
-        table.add_column(style="bold")
-        table.add_column()
-        batch = "-" if s.average_batch is None else f"{s.average_batch:.1f}"
-        rows = [
-            ("model", f"{s.model} v{s.version}, commit {s.commit[:8]}"),
-            ("stored at", s.stored_at),
-            ("published to", s.repository),
-            ("endpoints", f"HTTP {s.http}  gRPC {s.grpc}  metrics {s.metrics}"),
-            ("accuracy", f"{s.trained_accuracy:.4f} trained, {s.served_accuracy:.4f} served ({s.test_images} images)"),
-            (
-                "served = in-process",
-                f"{'yes' if s.predictions_match else 'NO'} (max |diff| {s.max_abs_difference:.1e})",
-            ),
-            ("load test", f"{s.requests} requests, {s.failures} failed, {s.requests_per_s:.0f} req/s"),
-            ("latency", f"p50 {s.p50_ms:.0f} ms, p99 {s.p99_ms:.0f} ms"),
-            ("average batch", f"{batch} requests per forward pass"),
-            ("total time", f"{s.seconds:.0f}s"),
-        ]
-        for key, value in rows:
-            table.add_row(key, value)
-        self.console.print(table)
-        self.console.print(f"Summary written to {Path(s.folder) / 'quickstart.json'}")
 
     def _keep_serving(self, server: subprocess.Popen[str], s: Summary) -> None:
         self.console.print(
