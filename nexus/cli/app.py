@@ -61,7 +61,11 @@ GitCommitOpt = Annotated[bool, typer.Option("--commit", help="Commit .nexus_meta
 
 InputsOpt = Annotated[
     list[str] | None,
-    typer.Option("--input", help="NAME:DTYPE:DIMS, dims without the batch (-1: any); repeat per input."),
+    typer.Option(
+        "--input",
+        help="NAME:DTYPE:DIMS, dims without the batch (-1: any), dtype as float32, FP32, TYPE_FP32 or torch.float32; "
+        "repeat per input.",
+    ),
 ]
 OutputsOpt = Annotated[list[str] | None, typer.Option("--output", help="NAME:DTYPE:DIMS; repeat per output.")]
 
@@ -85,7 +89,8 @@ def _live_server(project: Project, server: str | None, repository: str | None) -
 
 def _signature(inputs: list[str] | None, outputs: list[str] | None, batched: bool) -> Signature | None:
     """The signature given with --input/--output, or None; both or neither must be given."""
-    from nexus.serving.model_config import SignatureError, parse_tensor_spec
+    from nexus.errors import SignatureError
+    from nexus.serving.model_config import parse_tensor_spec
 
     if not inputs and not outputs:
         return None
@@ -98,7 +103,7 @@ def _signature(inputs: list[str] | None, outputs: list[str] | None, batched: boo
 
 def _instances(text: str) -> int | None:
     """--instances: a positive count, or auto (None)."""
-    from nexus.serving.model_config import SignatureError
+    from nexus.errors import SignatureError
 
     if text.strip().lower() == "auto":
         return None
@@ -595,8 +600,9 @@ def predict(
     """
     import numpy as np
 
+    from nexus.errors import PredictError
     from nexus.names import validate_model_name
-    from nexus.serving.predict import PredictError, load_inputs
+    from nexus.serving.predict import load_inputs
     from nexus.serving.predict import predict as send
 
     validate_model_name(model_name)  # it becomes a URL path segment

@@ -42,11 +42,11 @@ from nexus.registry.metadata import (
     MetadataFile,
     ModelRecord,
     ModelVersion,
-    Signature,
     utc_now,
 )
 from nexus.settings import NexusConfig, PublishSettings, StorageSettings, load_config, write_config
 from nexus.storage import KeyExistsError, Storage, open_storage, parse_storage_uri, split_object_uri
+from nexus.tensors import Signature
 
 _COMMIT_PREFIX = re.compile(r"^[0-9a-f]{4,40}$")
 

@@ -9,10 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from nexus.errors import ModelLoadError
+from nexus.errors import ModelLoadError, SignatureError
 from nexus.registry.formats import ONNX
-from nexus.serving.model_config import TRITON_DTYPES, SignatureError
-from nexus.tensors import Signature, TensorSpec
+from nexus.tensors import Signature, TensorSpec, normalize_dtype
 
 
 def _sample(spec: TensorSpec, batch: int, batched: bool) -> Any:
@@ -20,8 +19,9 @@ def _sample(spec: TensorSpec, batch: int, batched: bool) -> Any:
 
     dims = [d if d > 0 else 2 for d in (spec.shape[1:] if batched else spec.shape)]
     shape = [batch, *dims] if batched else dims
-    dtype = getattr(torch, spec.dtype)
-    if TRITON_DTYPES[spec.dtype] in ("TYPE_FP16", "TYPE_BF16", "TYPE_FP32", "TYPE_FP64"):
+    servable = spec.servable_dtype()
+    dtype = getattr(torch, servable.torch)
+    if servable.is_float:
         return torch.randn(shape).to(dtype)
     return torch.zeros(shape, dtype=dtype)  # zeros are valid token ids and masks
 
@@ -64,6 +64,8 @@ def check_signature(artifact: Path, fmt: str, signature: Signature, batched: boo
         SignatureError: the model fails on such inputs, or returns other dtypes or shapes.
     """
     batch = 3
+    for spec in signature.outputs:
+        spec.servable_dtype()  # an unservable output is refused before the model is loaded (inputs: _sample)
     samples = [_sample(s, batch, batched) for s in signature.inputs]
     run = _load_runner(artifact, fmt, [s.name for s in signature.outputs])
     try:
@@ -76,7 +78,7 @@ def check_signature(artifact: Path, fmt: str, signature: Signature, batched: boo
         declared = len(signature.outputs)
         raise SignatureError(f"the model returns {len(results)} outputs, the signature declares {declared}")
     for spec, result in zip(signature.outputs, results, strict=True):
-        got_dtype = str(result.dtype).removeprefix("torch.")
+        got_dtype = normalize_dtype(str(result.dtype).removeprefix("torch."))
         expected = [batch, *spec.shape[1:]] if batched else list(spec.shape)
         shape_ok = len(result.shape) == len(expected) and all(
             e in (-1, g) for e, g in zip(expected, result.shape, strict=True)

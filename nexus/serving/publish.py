@@ -21,19 +21,18 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from nexus.errors import PublishError
+from nexus.errors import PublishError, SignatureError
 from nexus.registry import Project
 from nexus.registry.metadata import EXTENSIONS, ModelVersion
 from nexus.registry.signature import check_signature
 from nexus.serving.model_config import (
     ServingOptions,
-    SignatureError,
     config_to_text,
     parse_config,
     render_config,
 )
-from nexus.shipped import shipped
 from nexus.settings import StorageSettings
+from nexus.shipped import shipped
 from nexus.storage import Storage, open_storage, parse_storage_uri
 from nexus.tensors import Signature
 

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nexus.errors import HotSwapError, NexusError, ObjectMissingError, PortInUseError
+from nexus.errors import HotSwapError, NexusError, ObjectMissingError, PortInUseError, SignatureError
 from nexus.registry import Project
-from nexus.serving.model_config import ServingOptions, SignatureError, parse_config, read_serving
+from nexus.serving.model_config import ServingOptions, parse_config, read_serving
 from nexus.serving.publish import CONFIG, PublishResult, publish, triton_repository_path
 from nexus.serving.server import TritonError, TritonServer
 from nexus.storage import Storage, open_storage, parse_storage_uri
@@ -290,7 +290,8 @@ def swap(
     smoke request fails, the previous version is published and loaded again, and
     :class:`HotSwapError` says why.
     """
-    from nexus.serving.predict import PredictError, predict
+    from nexus.errors import PredictError
+    from nexus.serving.predict import predict
 
     kept = read_published(repository, model)
     if kept is not None:
