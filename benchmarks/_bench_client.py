@@ -22,6 +22,10 @@ import numpy as np
 import numpy.typing as npt
 
 from nexus.serving.admin import ModelCounters
+from nexus.tensors import DTYPES
+
+#: numpy dtype names -> KServe v2 data types.
+DATATYPES = {d.numpy: d.triton for d in DTYPES.values() if d.numpy}
 
 
 class BenchError(RuntimeError):
@@ -30,13 +34,12 @@ class BenchError(RuntimeError):
 
 def infer_request(host: str, port: int, model: str, inputs: dict[str, npt.NDArray[Any]], outputs: list[str]) -> bytes:
     """The bytes of one KServe v2 inference request with binary inputs and binary outputs."""
-    datatypes = {"float32": "FP32", "float16": "FP16", "int64": "INT64", "int32": "INT32", "bool": "BOOL"}
     header = {
         "inputs": [
             {
                 "name": name,
                 "shape": list(value.shape),
-                "datatype": datatypes[str(value.dtype)],
+                "datatype": DATATYPES[str(value.dtype)],
                 "parameters": {"binary_data_size": value.nbytes},
             }
             for name, value in inputs.items()

@@ -28,13 +28,12 @@ import numpy as np
 from locust import FastHttpUser, events, task
 from locust.env import Environment
 
-#: KServe v2 data types -> numpy dtypes (little-endian, as Triton's binary extension sends them).
+#: KServe v2 data types NexusML serves -> numpy dtypes (little-endian, as Triton's binary extension sends them).
+#: This file runs in Locust's own process without NexusML; tests/test_tensors.py checks that the table
+#: agrees with nexus/tensors.py (BF16 has no numpy type).
 DTYPES = {
     "BOOL": "?",
     "UINT8": "<u1",
-    "UINT16": "<u2",
-    "UINT32": "<u4",
-    "UINT64": "<u8",
     "INT8": "<i1",
     "INT16": "<i2",
     "INT32": "<i4",
@@ -209,7 +208,8 @@ def check_binary_response(p: Payload, headers: Any, body: bytes) -> str | None:
         if problem := p.check_shape(output["name"], output["shape"]):
             return problem
         size = int(output.get("parameters", {}).get("binary_data_size", -1))
-        expected = math.prod(output["shape"]) * np.dtype(DTYPES.get(output["datatype"], "u1")).itemsize
+        itemsize = 2 if output["datatype"] == "BF16" else np.dtype(DTYPES.get(output["datatype"], "u1")).itemsize
+        expected = math.prod(output["shape"]) * itemsize
         if size != expected:
             return f"output {output['name']!r} has {size} bytes, expected {expected}"
         offset += size

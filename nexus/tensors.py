@@ -1,14 +1,15 @@
 """Tensors and their dtypes: the one table every other part of NexusML reads.
 
 A dtype is recorded by its numpy-style name (``float32``), the spelling `.nexus_meta.json` has always
-used. Wherever a user types one, any of the spellings they bring is accepted::
+used. Wherever a user types one, any of the spellings they bring is accepted, in any case::
 
     numpy / NexusML   Triton (KServe v2)   config.pbtxt     torch
     float32           FP32                 TYPE_FP32        torch.float32 (torch.float)
 
-Only the dtypes the Python backend's `model.py` can hand to torch are servable; its own
-``TORCH_DTYPES`` table must agree with :data:`DTYPES` (a test checks it, since `model.py` may not
-import NexusML). Unsigned integers wider than 8 bits are not among them: torch has no kernels for them.
+Only the dtypes the Python backend's `model.py` can hand to torch are servable (:data:`DTYPES`); its
+own ``TORCH_DTYPES`` table must agree with it (a test checks it, since `model.py` may not import
+NexusML). Unsigned integers wider than 8 bits and strings are known (an ONNX model may declare them,
+and its signature records them) but refused wherever a signature is served: :data:`UNSERVABLE`.
 """
 
 from __future__ import annotations
@@ -34,6 +35,11 @@ class DType:
         return f"TYPE_{self.triton}"
 
     @property
+    def numpy(self) -> str | None:
+        """numpy's name for the dtype; None for bfloat16, which numpy lacks."""
+        return None if self.name == "bfloat16" else self.name
+
+    @property
     def is_float(self) -> bool:
         return self.triton in ("FP16", "BF16", "FP32", "FP64")
 
@@ -54,35 +60,72 @@ DTYPES: dict[str, DType] = {
     )
 }
 
-#: torch's other names for the same dtypes (`torch.float` is float32).
+_WIDE_UNSIGNED = (
+    "torch implements few operations on unsigned integers wider than 8 bits (not even addition); "
+    "export the model with int32 or int64 tensors"
+)
+#: Dtypes a model may declare that the Python backend cannot serve: name -> (Triton's name, why not).
+UNSERVABLE: dict[str, tuple[str, str]] = {
+    "uint16": ("UINT16", _WIDE_UNSIGNED),
+    "uint32": ("UINT32", _WIDE_UNSIGNED),
+    "uint64": ("UINT64", _WIDE_UNSIGNED),
+    "string": ("BYTES", "torch has no string tensors; tokenize outside the model and send token ids"),
+}
+
+#: torch's other names for the same dtypes (`torch.float` is float32). Bare `float`, `int`, ... are not
+#: accepted: numpy reads `float` as float64 and torch as float32.
 _TORCH_ALIASES = {"float": "float32", "double": "float64", "half": "float16", "long": "int64", "int": "int32",
                   "short": "int16"}  # fmt: skip
 
-_SPELLINGS: dict[str, str] = {}
-for _d in DTYPES.values():
-    for _spelling in (_d.name, _d.triton, _d.config_name, f"torch.{_d.torch}"):
-        _SPELLINGS[_spelling.lower()] = _d.name
-for _alias, _name in _TORCH_ALIASES.items():
-    _SPELLINGS[f"torch.{_alias}"] = _name
+
+def _spellings() -> dict[str, str]:
+    """Every accepted spelling, lower-cased -> the canonical name (servable or not)."""
+    found: dict[str, str] = {}
+    for d in DTYPES.values():
+        for spelling in (d.name, d.triton, d.config_name, f"torch.{d.torch}"):
+            found[spelling.lower()] = d.name
+        if d.numpy is not None:
+            found[f"np.{d.numpy}"] = found[f"numpy.{d.numpy}"] = d.name
+    for alias, name in _TORCH_ALIASES.items():
+        found[f"torch.{alias}"] = name
+    for name, (triton, _) in UNSERVABLE.items():
+        # config.pbtxt names a string TYPE_STRING, KServe v2 names it BYTES
+        for spelling in (name, triton, f"TYPE_{triton}", f"TYPE_{name}", f"torch.{name}", f"np.{name}"):
+            found[spelling.lower()] = name
+    return found
+
+
+_SPELLINGS = _spellings()
+ACCEPTED = f"{', '.join(DTYPES)} (or Triton's FP32 / TYPE_FP32, or torch.float32; any case)"
 
 
 def dtype(text: str) -> DType:
-    """The dtype for any accepted spelling (`float32`, `FP32`, `TYPE_FP32`, `torch.float32`; any case).
+    """The servable dtype for any accepted spelling (`float32`, `FP32`, `TYPE_FP32`, `torch.float32`; any case).
 
     Raises:
-        SignatureError: an unknown spelling, named in the message with the accepted ones.
+        SignatureError: an unknown spelling, named in the message with the accepted ones; or a dtype
+            in :data:`UNSERVABLE`, with the reason.
     """
+    return _servable(text)
+
+
+def _servable(text: str, where: str = "") -> DType:
     found = _SPELLINGS.get(text.strip().lower())
     if found is None:
-        raise SignatureError(
-            f"unknown dtype {text!r}; use one of {', '.join(DTYPES)} (or Triton's FP32 / TYPE_FP32, or torch.float32)"
-        )
+        raise SignatureError(f"{where}unknown dtype {text!r}; use one of {ACCEPTED}")
+    if found in UNSERVABLE:
+        raise SignatureError(f"{where}dtype {found} cannot be served by the Python backend: {UNSERVABLE[found][1]}")
     return DTYPES[found]
 
 
 def canonical_dtype(text: str) -> str:
-    """The name NexusML records for a dtype spelled any accepted way: `FP32` -> `float32`."""
+    """The name NexusML records for a servable dtype spelled any accepted way: `FP32` -> `float32`."""
     return dtype(text).name
+
+
+def normalize_dtype(text: str) -> str:
+    """The canonical name for any known spelling, servable or not (`UINT16` -> `uint16`); else ``text`` as is."""
+    return _SPELLINGS.get(text.strip().lower(), text)
 
 
 _BY_TRITON = {d.triton: d for d in DTYPES.values()}
@@ -90,16 +133,32 @@ _BY_TRITON = {d.triton: d for d in DTYPES.values()}
 
 def from_triton(datatype: str) -> DType | None:
     """The dtype for Triton's `FP32` or `TYPE_FP32`; None for one NexusML does not serve (BYTES, UINT64)."""
-    return _BY_TRITON.get(datatype.upper().removeprefix("TYPE_"))
+    return _BY_TRITON.get(datatype.strip().upper().removeprefix("TYPE_"))
 
 
 @dataclass(frozen=True)
 class TensorSpec:
-    """One model input or output. ``shape`` includes the batch dimension; -1 marks a dynamic size."""
+    """One model input or output. ``shape`` includes the batch dimension; -1 marks a dynamic size.
+
+    ``dtype`` is stored under its canonical name whatever the spelling given (`FP32` -> `float32`);
+    a spelling NexusML does not know (`unknown`, `complex64`) is kept as given, and refused when the
+    tensor is served (:meth:`servable_dtype`).
+    """
 
     name: str
     dtype: str
     shape: list[int]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "dtype", normalize_dtype(self.dtype))
+
+    def servable_dtype(self) -> DType:
+        """The tensor's dtype, as the Python backend serves it.
+
+        Raises:
+            SignatureError: the dtype is unknown or cannot be served; the message names the tensor.
+        """
+        return _servable(self.dtype, where=f"tensor {self.name!r}: ")
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,8 @@ TORCH_EXPORT = "torch_export"
 ONNX = "onnx"
 
 
-# onnx.TensorProto.DataType -> the dtype names NexusML records (numpy's, plus bfloat16)
+# onnx.TensorProto.DataType -> canonical dtype names: keys of nexus.tensors.DTYPES, or of UNSERVABLE (refused at
+# publish); tests/test_tensors.py checks both
 _ONNX_DTYPES = {
     1: "float32", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int32", 7: "int64", 8: "string",
     9: "bool", 10: "float16", 11: "float64", 12: "uint32", 13: "uint64", 16: "bfloat16",

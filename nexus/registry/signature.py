@@ -11,7 +11,7 @@ from typing import Any
 
 from nexus.errors import ModelLoadError, SignatureError
 from nexus.registry.formats import ONNX
-from nexus.tensors import Signature, TensorSpec, dtype
+from nexus.tensors import Signature, TensorSpec, normalize_dtype
 
 
 def _sample(spec: TensorSpec, batch: int, batched: bool) -> Any:
@@ -19,11 +19,11 @@ def _sample(spec: TensorSpec, batch: int, batched: bool) -> Any:
 
     dims = [d if d > 0 else 2 for d in (spec.shape[1:] if batched else spec.shape)]
     shape = [batch, *dims] if batched else dims
-    kind = dtype(spec.dtype)
-    torch_dtype = getattr(torch, kind.torch)
-    if kind.is_float:
-        return torch.randn(shape).to(torch_dtype)
-    return torch.zeros(shape, dtype=torch_dtype)  # zeros are valid token ids and masks
+    servable = spec.servable_dtype()
+    dtype = getattr(torch, servable.torch)
+    if servable.is_float:
+        return torch.randn(shape).to(dtype)
+    return torch.zeros(shape, dtype=dtype)  # zeros are valid token ids and masks
 
 
 def _load_runner(artifact: Path, fmt: str, output_names: list[str]) -> Any:
@@ -64,6 +64,8 @@ def check_signature(artifact: Path, fmt: str, signature: Signature, batched: boo
         SignatureError: the model fails on such inputs, or returns other dtypes or shapes.
     """
     batch = 3
+    for spec in signature.outputs:
+        spec.servable_dtype()  # an unservable output is refused before the model is loaded (inputs: _sample)
     samples = [_sample(s, batch, batched) for s in signature.inputs]
     run = _load_runner(artifact, fmt, [s.name for s in signature.outputs])
     try:
@@ -76,7 +78,7 @@ def check_signature(artifact: Path, fmt: str, signature: Signature, batched: boo
         declared = len(signature.outputs)
         raise SignatureError(f"the model returns {len(results)} outputs, the signature declares {declared}")
     for spec, result in zip(signature.outputs, results, strict=True):
-        got_dtype = str(result.dtype).removeprefix("torch.")
+        got_dtype = normalize_dtype(str(result.dtype).removeprefix("torch."))
         expected = [batch, *spec.shape[1:]] if batched else list(spec.shape)
         shape_ok = len(result.shape) == len(expected) and all(
             e in (-1, g) for e, g in zip(expected, result.shape, strict=True)

@@ -14,7 +14,7 @@ from google.protobuf import json_format, text_format
 
 from nexus.errors import SignatureError
 from nexus.registry.metadata import ModelVersion
-from nexus.tensors import Signature, TensorSpec
+from nexus.tensors import Signature, TensorSpec, dtype, from_triton
 
 try:
     from tritonclient.grpc import model_config_pb2
@@ -22,23 +22,6 @@ except ImportError as e:  # pragma: no cover - tritonclient is a core dependency
     raise ImportError("nexus publish needs tritonclient; reinstall nexusml") from e
 
 ModelConfig = model_config_pb2.ModelConfig
-
-#: NexusML dtype names (numpy's, plus bfloat16) -> Triton data types.
-TRITON_DTYPES = {
-    "bool": "TYPE_BOOL",
-    "uint8": "TYPE_UINT8",
-    "uint16": "TYPE_UINT16",
-    "uint32": "TYPE_UINT32",
-    "uint64": "TYPE_UINT64",
-    "int8": "TYPE_INT8",
-    "int16": "TYPE_INT16",
-    "int32": "TYPE_INT32",
-    "int64": "TYPE_INT64",
-    "float16": "TYPE_FP16",
-    "bfloat16": "TYPE_BF16",
-    "float32": "TYPE_FP32",
-    "float64": "TYPE_FP64",
-}
 
 KINDS = {"auto": "KIND_AUTO", "cpu": "KIND_CPU", "gpu": "KIND_GPU"}
 
@@ -113,19 +96,30 @@ def instance_count(options: ServingOptions, version: ModelVersion) -> int:
     return 1 if version.size > AUTO_ONE_INSTANCE_ABOVE else AUTO_INSTANCES
 
 
-_SPEC = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_.:-]*):(?P<dtype>[a-z0-9]+):(?P<dims>-?\d+(?:,-?\d+)*)?$")
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]*$")
+_DIMS = re.compile(r"^(-?\d+(?:,-?\d+)*)?$")
 
 
 def parse_tensor_spec(text: str, batched: bool = True) -> TensorSpec:
-    """`NAME:DTYPE:DIMS` (dims without the batch dimension, comma-separated, -1 for any) -> TensorSpec."""
-    match = _SPEC.match(text.strip())
-    if not match:
+    """`NAME:DTYPE:DIMS` (dims without the batch dimension, comma-separated, -1 for any) -> TensorSpec.
+
+    The dtype may be spelled any way :func:`nexus.tensors.dtype` accepts (`float32`, `FP32`,
+    `TYPE_FP32`, `torch.float32`, any case); the spec records its canonical name. A name may itself
+    contain colons (`input:0`): the last two fields are the dtype and the dims.
+
+    Raises:
+        SignatureError: not of that form, or a dtype that is unknown or cannot be served.
+    """
+    parts = text.strip().rsplit(":", 2)
+    if len(parts) != 3 or not _NAME.match(parts[0]) or not parts[1] or not _DIMS.match(parts[2]):
         raise SignatureError(f"{text!r} is not NAME:DTYPE:DIMS; write e.g. input__0:float32:3,224,224")
-    dtype = match["dtype"]
-    if dtype not in TRITON_DTYPES:
-        raise SignatureError(f"unknown dtype {dtype!r} in {text!r}; use one of {', '.join(TRITON_DTYPES)}")
-    dims = [int(d) for d in match["dims"].split(",")] if match["dims"] else []
-    return TensorSpec(name=match["name"], dtype=dtype, shape=([-1] if batched else []) + dims)
+    name, dtype_text, dims_text = parts
+    try:
+        canonical = dtype(dtype_text).name
+    except SignatureError as e:
+        raise SignatureError(f"{text!r}: {e}") from e
+    dims = [int(d) for d in dims_text.split(",")] if dims_text else []
+    return TensorSpec(name=name, dtype=canonical, shape=([-1] if batched else []) + dims)
 
 
 def parse_signature(inputs: list[str] | None, outputs: list[str] | None, batched: bool = True) -> Signature | None:
@@ -140,8 +134,7 @@ def parse_signature(inputs: list[str] | None, outputs: list[str] | None, batched
 
 
 def _tensor(spec: TensorSpec, batched: bool) -> dict[str, Any]:
-    if spec.dtype not in TRITON_DTYPES:
-        raise SignatureError(f"tensor {spec.name!r} has dtype {spec.dtype!r}, which Triton cannot serve")
+    data_type = spec.servable_dtype().config_name
     dims = list(spec.shape)
     if batched:
         if not dims:
@@ -153,7 +146,7 @@ def _tensor(spec: TensorSpec, batched: bool) -> dict[str, Any]:
                 "batch dimension, or publish with --no-batching"
             )
         dims = dims[1:]
-    tensor: dict[str, Any] = {"name": spec.name, "data_type": TRITON_DTYPES[spec.dtype], "dims": dims}
+    tensor: dict[str, Any] = {"name": spec.name, "data_type": data_type, "dims": dims}
     if not dims:
         # one value per sample: Triton needs a dimension, and `reshape: []` says the model has none
         tensor.update(dims=[1], reshape={"shape": []})
@@ -223,7 +216,6 @@ def parse_config(text: str) -> Any:
     return text_format.Parse(text, ModelConfig())
 
 
-_DTYPE_NAMES = {triton: name for name, triton in TRITON_DTYPES.items()}
 _KIND_NAMES = {triton: name for name, triton in KINDS.items()}
 
 
@@ -251,10 +243,13 @@ def read_serving(config: Any) -> tuple[ServingOptions, Signature]:
 
     def spec(tensor: Any) -> TensorSpec:
         dims = [] if tensor.HasField("reshape") and not tensor.reshape.shape else list(tensor.dims)
-        return TensorSpec(
-            name=tensor.name,
-            dtype=_DTYPE_NAMES[model_config_pb2.DataType.Name(tensor.data_type)],
-            shape=[-1, *dims] if batched else dims,
-        )
+        data_type = model_config_pb2.DataType.Name(tensor.data_type)
+        found = from_triton(data_type)
+        if found is None:
+            raise SignatureError(
+                f"config.pbtxt gives tensor {tensor.name!r} {data_type}, which NexusML does not serve; "
+                "publish the model again with `nexus publish`"
+            )
+        return TensorSpec(name=tensor.name, dtype=found.name, shape=[-1, *dims] if batched else dims)
 
     return options, Signature(inputs=[spec(t) for t in config.input], outputs=[spec(t) for t in config.output])

@@ -11,24 +11,23 @@ import numpy as np
 from nexus.errors import PredictError
 from nexus.names import validate_model_name
 from nexus.serving.endpoints import DEFAULT_GRPC, DEFAULT_HTTP, grpc_target, http_url
+from nexus.tensors import DTYPES
 
 Array = np.ndarray[Any, Any]
 
-#: Triton data types -> numpy dtypes (BF16 has no numpy type and cannot be sent this way).
-NUMPY_DTYPES = {
-    "BOOL": np.bool_,
-    "UINT8": np.uint8,
-    "UINT16": np.uint16,
-    "UINT32": np.uint32,
-    "UINT64": np.uint64,
-    "INT8": np.int8,
-    "INT16": np.int16,
-    "INT32": np.int32,
-    "INT64": np.int64,
-    "FP16": np.float16,
-    "FP32": np.float32,
-    "FP64": np.float64,
-}
+#: Triton data types -> numpy dtypes, from :data:`nexus.tensors.DTYPES` (BF16 has no numpy type and cannot be
+#: sent this way).
+NUMPY_DTYPES: dict[str, np.dtype[Any]] = {d.triton: np.dtype(d.numpy) for d in DTYPES.values() if d.numpy}
+
+
+def _numpy_dtype(tensor: str, datatype: str) -> np.dtype[Any]:
+    found = NUMPY_DTYPES.get(datatype)
+    if found is None:
+        raise PredictError(
+            f"input {tensor!r} is {datatype}, which nexus predict cannot send as a numpy array; "
+            "call Triton through tritonclient directly"
+        )
+    return found
 
 
 def default_server(protocol: str) -> str:
@@ -54,9 +53,7 @@ def random_inputs(metadata: Mapping[str, Any], batch: int = 1, seed: int = 0) ->
     rng = np.random.default_rng(seed)
     arrays = {}
     for tensor in metadata["inputs"]:
-        dtype = NUMPY_DTYPES.get(tensor["datatype"])
-        if dtype is None:
-            raise PredictError(f"input {tensor['name']!r} is {tensor['datatype']}, which numpy cannot make")
+        dtype = _numpy_dtype(tensor["name"], tensor["datatype"])
         shape = [int(d) for d in tensor["shape"]]
         shape = [batch if i == 0 and d == -1 else (d if d > 0 else 2) for i, d in enumerate(shape)]
         if np.issubdtype(dtype, np.floating):
@@ -115,7 +112,7 @@ def predict(
         tensors = []
         for name, array in arrays.items():
             tensor = module.InferInput(name, list(array.shape), expected[name])
-            tensor.set_data_from_numpy(array.astype(NUMPY_DTYPES[expected[name]], copy=False))
+            tensor.set_data_from_numpy(array.astype(_numpy_dtype(name, expected[name]), copy=False))
             tensors.append(tensor)
         result = client.infer(model, tensors)
         return {t["name"]: result.as_numpy(t["name"]) for t in metadata["outputs"]}
