@@ -25,9 +25,9 @@ EXIT_CODES: list[tuple[type[BaseException], int]] = [
 
 def describe(error: BaseException) -> tuple[str, int]:
     """The one-line message and exit code for ``error``."""
-    if isinstance(error, KeyboardInterrupt):
-        return "interrupted; nothing was recorded in .nexus_meta.json", EXIT_INTERRUPTED
     code = next((code for kind, code in EXIT_CODES if isinstance(error, kind)), EXIT_BUG)
+    if code == EXIT_INTERRUPTED:
+        return "interrupted; nothing was recorded in .nexus_meta.json", code
     if code != EXIT_BUG:
         return str(error), code
     first_line = (str(error).splitlines() or [""])[0]

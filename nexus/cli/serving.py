@@ -23,7 +23,7 @@ from nexus.cli.options import (
     VersionOpt,
 )
 from nexus.cli.output import stderr, stdout
-from nexus.cli.tables import print_outputs, serving_summary, status_table
+from nexus.cli.tables import print_outputs, print_published, status_table
 
 if TYPE_CHECKING:
     from nexus.serving.serve import Running, SyncResult
@@ -84,22 +84,7 @@ def publish(
         dry_run=dry_run,
         server=None if dry_run else live_server(p, server, repository),
     )
-    out, v = stdout(), result.version
-    if dry_run:
-        out.out(result.config_text, highlight=False)
-        out.print(f"Would write to {result.repository}:")
-    elif result.server is not None:
-        out.print(f"Published {model_name} v{v.version} and switched {result.server} to it (commit {v.short_commit}).")
-    else:
-        out.print(f"Published {model_name} v{v.version} (commit {v.short_commit}, {v.format}) to {result.repository}")
-        out.print(f"  serving: {serving_summary(options, v)}", highlight=False)
-    for name in result.files:
-        out.print(f"  {name}")
-    if not v.is_latest:
-        stderr().print(
-            f"[yellow]Note:[/] v{v.version} is not the latest version in .nexus_meta.json, but the config "
-            f"serves it. To make it latest: nexus rollback {model_name} --to {v.version}"
-        )
+    print_published(result, options)
 
 
 @handles_errors

@@ -7,11 +7,12 @@ from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
-from nexus.cli.output import human_size, short_time, stdout
+from nexus.cli.output import human_size, short_time, stderr, stdout
 from nexus.registry.metadata import META_FILE, HistoryEvent, ModelVersion
 
 if TYPE_CHECKING:
     from nexus.serving.model_config import ServingOptions
+    from nexus.serving.publish import PublishResult
     from nexus.serving.status import ModelStatus
 
 
@@ -64,6 +65,26 @@ def serving_summary(options: ServingOptions, version: ModelVersion) -> str:
     if options.max_queue_size:
         parts.append(f"queue of {options.max_queue_size}")
     return ", ".join(parts)
+
+
+def print_published(result: PublishResult, options: ServingOptions) -> None:
+    """What a publish wrote (or would write, with --dry-run), and which server it switched."""
+    out, v, model = stdout(), result.version, result.model_name
+    if not result.written:
+        out.out(result.config_text, highlight=False)
+        out.print(f"Would write to {result.repository}:")
+    elif result.server is not None:
+        out.print(f"Published {model} v{v.version} and switched {result.server} to it (commit {v.short_commit}).")
+    else:
+        out.print(f"Published {model} v{v.version} (commit {v.short_commit}, {v.format}) to {result.repository}")
+        out.print(f"  serving: {serving_summary(options, v)}", highlight=False)
+    for name in result.files:
+        out.print(f"  {name}")
+    if not v.is_latest:
+        stderr().print(
+            f"[yellow]Note:[/] v{v.version} is not the latest version in .nexus_meta.json, but the config "
+            f"serves it. To make it latest: nexus rollback {model} --to {v.version}"
+        )
 
 
 def print_outputs(outputs: dict[str, Any], output_dir: Path | None) -> None:
