@@ -1,6 +1,4 @@
-"""Amazon S3 and S3-compatible servers (MinIO, moto) through boto3.
-
-Objects live at `s3://<bucket>/<prefix>/<model_name>/<commit>.<ext>`.
+"""Amazon S3 and S3-compatible servers (MinIO, moto) through boto3: `s3://<bucket>/<prefix>/<key>`.
 
 Uploads are create-only on the server: `If-None-Match: *` on `PutObject` and on
 `CompleteMultipartUpload`, so two writers racing for a key cannot both win. Files up to
