@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -89,6 +90,23 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     files["pickled_module"] = folder / "pickled_module.pt"
     files["state_dict"] = folder / "state_dict.pt"
     return files
+
+
+@pytest.fixture
+def backend_module(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """The backend's model.py as Triton loads it, with tests/fake_pb_utils.py as Triton's utils module."""
+    import importlib.util
+
+    import fake_pb_utils
+
+    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", fake_pb_utils)
+    template = Path(__file__).parents[1] / "model_repository_templates" / "python_backend" / "model.py"
+    spec = importlib.util.spec_from_file_location("nexus_backend_model", template)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 # --- storage servers ------------------------------------------------------------------------

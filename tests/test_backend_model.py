@@ -5,9 +5,7 @@ The same module runs inside a real Triton server in `test_triton_serving.py`.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -25,17 +23,6 @@ from nexus.serving.model_config import ServingOptions, render_config
 from nexus.tensors import Signature, TensorSpec
 
 TEMPLATE = Path(__file__).parents[1] / "model_repository_templates" / "python_backend" / "model.py"
-
-
-@pytest.fixture
-def backend_module(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", pb)
-    spec = importlib.util.spec_from_file_location("nexus_backend_model", TEMPLATE)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 class TwoInTwoOut(torch.nn.Module):

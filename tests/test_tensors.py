@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -16,7 +15,6 @@ import torch
 from tritonclient.grpc import model_config_pb2
 from tritonclient.utils import np_to_triton_dtype, triton_to_np_dtype
 
-import fake_pb_utils as pb
 from helpers import GitRepo, make_torchscript
 from nexus.errors import PredictError, SignatureError
 from nexus.registry import Project
@@ -198,18 +196,6 @@ def test_publishing_an_onnx_model_with_a_uint16_input_says_the_backend_cannot_se
 
 
 # --- tables that must stay apart, and agree -----------------------------------------------------------
-
-
-@pytest.fixture
-def backend_module(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    """model.py as Triton loads it, with tests/fake_pb_utils.py for Triton's utils module (as test_backend_model)."""
-    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", pb)
-    spec = importlib.util.spec_from_file_location("nexus_backend_model_dtypes", TEMPLATE)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_model_py_serves_exactly_the_servable_dtypes_as_the_same_torch_dtypes(backend_module: ModuleType) -> None:
