@@ -64,6 +64,10 @@ InputsOpt = Annotated[
     typer.Option("--input", help="NAME:DTYPE:DIMS, dims without the batch (-1: any); repeat per input."),
 ]
 OutputsOpt = Annotated[list[str] | None, typer.Option("--output", help="NAME:DTYPE:DIMS; repeat per output.")]
+SamplesOpt = Annotated[
+    list[str] | None,
+    typer.Option("--sample", help="NAME=FILE.npy: record the signature from one run on it; repeat per input."),
+]
 
 
 ServerOpt = Annotated[
@@ -211,18 +215,30 @@ def store(
     commit: GitCommitOpt = False,
     inputs: InputsOpt = None,
     outputs: OutputsOpt = None,
+    samples: SamplesOpt = None,
 ) -> None:
     """Upload a model binary pinned to HEAD's commit and record it in .nexus_meta.json.
 
-    Example: nexus store model.pt prod_model --commit
+    Example: nexus store model.pt prod_model --commit --sample image=image.npy
     """
+    from nexus.registry.samples import load_samples
+
     project = _project()
     signature = _signature(inputs, outputs, batched=True)
+    sample = load_samples(samples) if samples else None
     size = path.stat().st_size if path.is_file() else 0
     with transfer_progress(f"store {model_name}", size) as progress:
         result = project.store(
-            path, model_name, allow_dirty=allow_dirty, commit=commit, signature=signature, progress=progress
+            path,
+            model_name,
+            allow_dirty=allow_dirty,
+            commit=commit,
+            signature=signature,
+            sample=sample,
+            progress=progress,
         )
+    if result.notice:
+        stderr().print(f"[yellow]Note:[/] {escape(result.notice)}")
     v = result.version
     out = stdout()
     what = f"{v.model_name} v{v.version} (commit {v.short_commit}, {v.format}, {human_size(v.size)})"
@@ -244,6 +260,42 @@ def store(
         out.print(f"Committed {META_FILE} as {result.metadata_commit[:8]}.")
     else:
         out.print(f"Next: git add {META_FILE} && git commit -m 'nexus: store {v.model_name} v{v.version}'")
+
+
+@app.command("signature")
+@_handles_errors
+def signature_cmd(
+    model_name: ModelArg,
+    version: VersionOpt = None,
+    inputs: InputsOpt = None,
+    outputs: OutputsOpt = None,
+    samples: SamplesOpt = None,
+    commit: GitCommitOpt = False,
+) -> None:
+    """Record a stored version's input/output signature (checked by one run); without options, show it.
+
+    Every later publish of the version uses it.
+
+    Example: nexus signature prod_model --version 1 --sample image=image.npy --sample mask=mask.npy
+    """
+    from nexus.registry.samples import load_samples
+    from nexus.registry.signature import describe
+
+    project, out = _project(), stdout()
+    given, sample = _signature(inputs, outputs, batched=True), load_samples(samples) if samples else None
+    if given is None and sample is None:
+        v = project.resolve(model_name, version)
+        lines = describe(v.signature) if v.signature else [f"none recorded; give one: {project.signature_command(v)}"]
+        out.print(f"{model_name} v{v.version} ({v.format}):", *(f"  {line}" for line in lines), sep="\n")
+        return
+    result = project.set_signature(model_name, given, version, sample=sample, commit=commit)
+    v = result.version
+    out.print(f"Recorded the signature of {model_name} v{v.version}; every publish of it uses it:")
+    out.print(*(f"  {line}" for line in describe(result.signature)), sep="\n")
+    if result.metadata_commit:
+        out.print(f"Committed {META_FILE} as {result.metadata_commit[:8]}.")
+    else:
+        out.print(f"Next: git add {META_FILE} && git commit -m 'nexus: signature of {model_name} v{v.version}'")
 
 
 @app.command()

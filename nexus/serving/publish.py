@@ -21,19 +21,18 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from nexus.errors import PublishError
+from nexus.errors import PublishError, SignatureMissingError
 from nexus.registry import Project
 from nexus.registry.metadata import EXTENSIONS, ModelVersion
-from nexus.registry.signature import check_signature
+from nexus.registry.signature import check_signature, signature_command
 from nexus.serving.model_config import (
     ServingOptions,
-    SignatureError,
     config_to_text,
     parse_config,
     render_config,
 )
-from nexus.shipped import shipped
 from nexus.settings import StorageSettings
+from nexus.shipped import shipped
 from nexus.storage import Storage, open_storage, parse_storage_uri
 from nexus.tensors import Signature
 
@@ -60,15 +59,13 @@ def template_source() -> str:
     return shipped(f"model_repository_templates/python_backend/{MODEL_PY}").read_text(encoding="utf-8")
 
 
-def resolve_signature(version: ModelVersion, signature: Signature | None) -> Signature:
-    """The signature given, else the one recorded at store time."""
+def resolve_signature(version: ModelVersion, signature: Signature | None, artifact: Path | None = None) -> Signature:
+    """The signature given, else the one recorded (at store time, or by `nexus signature`)."""
     if signature is not None:
         return signature
     if version.signature is None:
-        raise SignatureError(
-            f"{version.model_name} v{version.version} is {version.format}, which records no input/output "
-            "signature; pass --input NAME:DTYPE:DIMS and --output NAME:DTYPE:DIMS (dims without the batch)"
-        )
+        command = signature_command(version.model_name, version.version, version.format, artifact)
+        raise SignatureMissingError(version.model_name, version.version, version.format, command)
     return version.signature
 
 
@@ -86,7 +83,8 @@ def publish(
     """Render ``model_name`` (latest by default) into a Triton model repository folder."""
     options = options or ServingOptions()
     v = project.resolve(model_name, version, commit)
-    signature = resolve_signature(v, signature)
+    cached = project.cached_artifact(v)
+    signature = resolve_signature(v, signature, cached)
     artifact_name = f"model.{EXTENSIONS[v.format]}"
     config = render_config(model_name, v, signature, options, artifact_name)
     text = config_to_text(config)
@@ -105,7 +103,6 @@ def publish(
         f"{model_name}/{CONFIG}",
     ]
 
-    cached = project.cached_artifact(v)
     check_signature(cached, v.format, signature, options.batching)
     triton_path = str(repo) if remote is None else triton_repository_path(target, project.config.storage)
     if dry_run:
