@@ -329,6 +329,10 @@ class SignatureMissingError(SignatureError):
         )
 
 
+class SampleError(SignatureError):
+    """A sample (`--sample NAME=FILE.npy`) cannot be read, or does not fit the model's inputs."""
+
+
 class ModelLoadError(NexusError):
     """The artifact exists and has the right format, but its runtime cannot load it."""
 

@@ -14,6 +14,7 @@ and its signature records them) but refused wherever a signature is served: :dat
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from nexus.errors import SignatureError
@@ -165,3 +166,40 @@ class TensorSpec:
 class Signature:
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
+
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]*$")
+_DIMS = re.compile(r"^(-?\d+(?:,-?\d+)*)?$")
+
+
+def parse_tensor_spec(text: str, batched: bool = True) -> TensorSpec:
+    """`NAME:DTYPE:DIMS` (dims without the batch dimension, comma-separated, -1 for any) -> TensorSpec.
+
+    The dtype may be spelled any way :func:`nexus.tensors.dtype` accepts (`float32`, `FP32`,
+    `TYPE_FP32`, `torch.float32`, any case); the spec records its canonical name. A name may itself
+    contain colons (`input:0`): the last two fields are the dtype and the dims.
+
+    Raises:
+        SignatureError: not of that form, or a dtype that is unknown or cannot be served.
+    """
+    parts = text.strip().rsplit(":", 2)
+    if len(parts) != 3 or not _NAME.match(parts[0]) or not parts[1] or not _DIMS.match(parts[2]):
+        raise SignatureError(f"{text!r} is not NAME:DTYPE:DIMS; write e.g. input__0:float32:3,224,224")
+    name, dtype_text, dims_text = parts
+    try:
+        canonical = dtype(dtype_text).name
+    except SignatureError as e:
+        raise SignatureError(f"{text!r}: {e}") from e
+    dims = [int(d) for d in dims_text.split(",")] if dims_text else []
+    return TensorSpec(name=name, dtype=canonical, shape=([-1] if batched else []) + dims)
+
+
+def parse_signature(inputs: list[str] | None, outputs: list[str] | None, batched: bool = True) -> Signature | None:
+    """The signature given as `NAME:DTYPE:DIMS` texts (``--input``/``--output``), or None for neither."""
+    if not inputs and not outputs:
+        return None
+    if not (inputs and outputs):
+        raise SignatureError("give both --input and --output (one per tensor), or neither")
+    return Signature(
+        inputs=[parse_tensor_spec(t, batched) for t in inputs], outputs=[parse_tensor_spec(t, batched) for t in outputs]
+    )

@@ -174,13 +174,13 @@ def test_cli_publish_finds_the_running_server_and_switches_it(
 
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith(f"Published m v2 and switched {server.url} to it")
-    answer = predict("m", {"input": X}, server=server.url)["linear_1"]
+    answer = predict("m", {"input": X}, server=server.url)["output"]
     np.testing.assert_allclose(answer.flatten(), expected(v2_file), rtol=1e-5)
 
     rolled = CliRunner().invoke(app, ["rollback", "m"])
     assert rolled.exit_code == 0, rolled.output
     assert f"Switched {server.url} to m v1." in rolled.stdout
-    answer = predict("m", {"input": X}, server=server.url)["linear_1"]
+    answer = predict("m", {"input": X}, server=server.url)["output"]
     np.testing.assert_allclose(answer.flatten(), expected(tmp_path / "v1.pt2"), rtol=1e-5)
 
 
@@ -206,7 +206,7 @@ def test_the_model_repository_api_refuses_requests_without_the_key(
     assert load({API_KEY_HEADER: "wrong"}) == 403
     assert load({API_KEY_HEADER: api_key(project)}) == 200
     # inference stays open
-    assert predict("m", {"input": X}, server=server.url)["linear_1"].shape == (1, 3)
+    assert predict("m", {"input": X}, server=server.url)["output"].shape == (1, 3)
 
     import tritonclient.grpc as grpcclient
     from tritonclient.utils import InferenceServerException

@@ -38,8 +38,8 @@ def test_random_inputs_answer_what_the_model_computes(server: tuple[TritonServer
     address = triton.url if protocol == "http" else f"127.0.0.1:{triton.grpc_port}"
     outputs = predict("m", server=address, protocol=protocol)
     x = random_inputs({"inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, 4]}]})["input"]
-    assert list(outputs) == ["linear_1"]
-    np.testing.assert_allclose(outputs["linear_1"], reference(artifact, x), rtol=1e-5, atol=1e-6)
+    assert list(outputs) == ["output"]
+    np.testing.assert_allclose(outputs["output"], reference(artifact, x), rtol=1e-5, atol=1e-6)
 
 
 def test_cli_sends_npy_files_and_writes_the_outputs(server: tuple[TritonServer, Path], tmp_path: Path) -> None:
@@ -49,19 +49,19 @@ def test_cli_sends_npy_files_and_writes_the_outputs(server: tuple[TritonServer, 
 
     printed = CliRunner().invoke(app, ["predict", "m", "-i", f"input={tmp_path / 'x.npy'}", "--server", triton.url])
     assert printed.exit_code == 0, printed.output
-    assert printed.stdout.splitlines()[0] == "linear_1: float32[3, 3]"
+    assert printed.stdout.splitlines()[0] == "output: float32[3, 3]"
 
     saved = CliRunner().invoke(
         app, ["predict", "m", "-i", f"input={tmp_path / 'x.npy'}", "--server", triton.url, "-o", str(tmp_path / "out")]
     )
     assert saved.exit_code == 0, saved.output
-    np.testing.assert_allclose(np.load(tmp_path / "out" / "linear_1.npy"), reference(artifact, x), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.load(tmp_path / "out" / "output.npy"), reference(artifact, x), rtol=1e-5, atol=1e-6)
 
     as_json = CliRunner().invoke(
         app, ["predict", "m", "-i", f"input={tmp_path / 'x.npy'}", "--server", triton.url, "--json"]
     )
     assert as_json.exit_code == 0, as_json.output
-    output = json.loads(as_json.stdout)["linear_1"]
+    output = json.loads(as_json.stdout)["output"]
     assert (output["dtype"], output["shape"]) == ("float32", [3, 3])
     np.testing.assert_allclose(np.array(output["data"]), reference(artifact, x), rtol=1e-5, atol=1e-6)
 

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from conftest import GCSServer
 from helpers import GitRepo
 from nexus.cli import app
-from nexus.errors import ModelLoadError, PublishError, SignatureError, VersionNotFoundError
+from nexus.errors import ModelLoadError, PublishError, SignatureError, SignatureMissingError, VersionNotFoundError
 from nexus.registry import Project
 from nexus.serving.model_config import parse_config
 from nexus.serving.publish import publish
@@ -106,8 +106,9 @@ def test_dry_run_writes_nothing(repo: GitRepo, models: dict[str, Path], tmp_path
 def test_torchscript_needs_a_signature(repo: GitRepo, models: dict[str, Path], tmp_path: Path) -> None:
     project = Project.open()
     project.store(models["torchscript"], "m")
-    with pytest.raises(SignatureError, match="records no input/output signature; pass --input"):
+    with pytest.raises(SignatureMissingError, match="records no input/output signature") as refused:
         publish(project, "m", repository=tmp_path / "repo")
+    assert refused.value.command.startswith("nexus signature m --version 1 --sample input=INPUT.npy")
     assert not (tmp_path / "repo").exists()
 
 

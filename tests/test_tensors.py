@@ -19,9 +19,19 @@ from helpers import GitRepo, make_torchscript
 from nexus.errors import PredictError, SignatureError
 from nexus.registry import Project
 from nexus.registry.metadata import ModelVersion
-from nexus.serving.model_config import ServingOptions, parse_config, parse_tensor_spec, read_serving, render_config
+from nexus.serving.model_config import ServingOptions, parse_config, read_serving, render_config
 from nexus.serving.predict import NUMPY_DTYPES, random_inputs
-from nexus.tensors import DTYPES, UNSERVABLE, DType, Signature, TensorSpec, canonical_dtype, dtype, from_triton
+from nexus.tensors import (
+    DTYPES,
+    UNSERVABLE,
+    DType,
+    Signature,
+    TensorSpec,
+    canonical_dtype,
+    dtype,
+    from_triton,
+    parse_tensor_spec,
+)
 
 ROOT = Path(__file__).parents[1]
 TEMPLATE = ROOT / "model_repository_templates" / "python_backend" / "model.py"

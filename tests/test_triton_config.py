@@ -5,16 +5,9 @@ from __future__ import annotations
 import pytest
 
 from nexus.registry.metadata import ModelVersion
-from nexus.serving.model_config import (
-    ServingOptions,
-    SignatureError,
-    config_to_text,
-    parse_config,
-    parse_tensor_spec,
-    read_serving,
-    render_config,
-)
-from nexus.tensors import Signature, TensorSpec
+from nexus.errors import SignatureError
+from nexus.serving.model_config import ServingOptions, config_to_text, parse_config, read_serving, render_config
+from nexus.tensors import Signature, TensorSpec, parse_tensor_spec
 
 VERSION = ModelVersion("m", 7, "a" * 40, "s3://b/m/a.pt", True, "b" * 64, 10, "torchscript", "t", "me")
 SIG = Signature(

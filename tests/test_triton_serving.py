@@ -138,7 +138,7 @@ def test_each_format_answers_what_the_model_computes_in_process(served: Served) 
         expected = ts(torch.from_numpy(x))
         torch.testing.assert_close(exp(torch.from_numpy(x)), expected)
     torch.testing.assert_close(torch.from_numpy(served.infer("ts", {"x": x})["y"]).float(), expected)
-    torch.testing.assert_close(torch.from_numpy(served.infer("exp", {"input": x})["linear_1"]).float(), expected)
+    torch.testing.assert_close(torch.from_numpy(served.infer("exp", {"input": x})["output"]).float(), expected)
 
     import onnxruntime as ort
 
@@ -262,7 +262,7 @@ def test_publish_to_s3_and_triton_serves_the_bucket(
         from_s3 = Served(server, served.artifacts)
         x = np.random.default_rng(4).standard_normal((2, 4)).astype(np.float32)
         np.testing.assert_allclose(
-            from_s3.infer("exp", {"input": x})["linear_1"], served.infer("exp", {"input": x})["linear_1"]
+            from_s3.infer("exp", {"input": x})["output"], served.infer("exp", {"input": x})["output"]
         )
 
 

@@ -1,6 +1,6 @@
 """The `nexus` command line: the Typer app, its global options, and where each command lives.
 
-Control plane (`nexus.cli.control`): init, store, load, list, rollback, history.
+Control plane (`nexus.cli.control`): init, store, signature, load, list, rollback, history.
 Data plane (`nexus.cli.serving`): publish, serve, predict, status; `nexus.cli.loadtest`: loadtest;
 `nexus.cli.quickstart`: the whole job in a new folder.
 """
@@ -50,6 +50,7 @@ def _main(
 
 app.command("init")(control.init_cmd)
 app.command()(control.store)
+app.command()(control.signature)
 app.command()(control.load)
 app.command("list")(control.list_cmd)
 app.command()(control.rollback)

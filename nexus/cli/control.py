@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from nexus.cli.context import handles_errors, live_server, project, state
 from nexus.cli.options import (
@@ -19,6 +20,7 @@ from nexus.cli.options import (
     ModelArg,
     OptionalModelArg,
     OutputsOpt,
+    SamplesOpt,
     ServerOpt,
     VersionOpt,
 )
@@ -26,7 +28,10 @@ from nexus.cli.output import human_size, stderr, stdout, transfer_progress
 from nexus.cli.tables import history_table, next_step, versions_table
 from nexus.registry import init
 from nexus.registry.metadata import parse_time_option
+from nexus.registry.samples import load_samples
+from nexus.registry.signature import describe
 from nexus.settings import PublishSettings, StorageSettings
+from nexus.tensors import parse_signature
 
 
 @handles_errors
@@ -61,18 +66,25 @@ def store(
     commit: GitCommitOpt = False,
     inputs: InputsOpt = None,
     outputs: OutputsOpt = None,
+    samples: SamplesOpt = None,
 ) -> None:
     """Upload a model binary pinned to HEAD's commit and record it in .nexus_meta.json.
 
-    Example: nexus store model.pt prod_model --commit
+    Example: nexus store model.pt prod_model --commit --sample image=image.npy
     """
-    from nexus.serving.model_config import parse_signature
-
-    signature = parse_signature(inputs, outputs, batched=True)
+    signature, sample = parse_signature(inputs, outputs, batched=True), load_samples(samples) if samples else None
     with transfer_progress(f"store {model_name}", path.stat().st_size if path.is_file() else 0) as progress:
         result = project().store(
-            path, model_name, allow_dirty=allow_dirty, commit=commit, signature=signature, progress=progress
+            path,
+            model_name,
+            allow_dirty=allow_dirty,
+            commit=commit,
+            signature=signature,
+            sample=sample,
+            progress=progress,
         )
+    if result.notice:
+        stderr().print(f"[yellow]Note:[/] {escape(result.notice)}")
     v, out = result.version, stdout()
     what = f"{v.model_name} v{v.version} (commit {v.short_commit}, {v.format}, {human_size(v.size)})"
     if result.action == "unchanged":
@@ -91,6 +103,35 @@ def store(
     if v.dirty:
         stderr().print("[yellow]Warning:[/] the tree had uncommitted changes; the version is recorded as dirty.")
     next_step(result.metadata_commit, f"nexus: store {v.model_name} v{v.version}")
+
+
+@handles_errors
+def signature(
+    model_name: ModelArg,
+    version: VersionOpt = None,
+    inputs: InputsOpt = None,
+    outputs: OutputsOpt = None,
+    samples: SamplesOpt = None,
+    commit: GitCommitOpt = False,
+) -> None:
+    """Record a stored version's input/output signature (checked by one run); without options, show it.
+
+    Every later publish of the version uses it.
+
+    Example: nexus signature prod_model --version 1 --sample image=image.npy --sample mask=mask.npy
+    """
+    p, out = project(), stdout()
+    given, sample = parse_signature(inputs, outputs, batched=True), load_samples(samples) if samples else None
+    if given is None and sample is None:
+        v = p.resolve(model_name, version)
+        lines = describe(v.signature) if v.signature else [f"none recorded; give one: {p.signature_command(v)}"]
+        out.print(f"{model_name} v{v.version} ({v.format}):", *(f"  {line}" for line in lines), sep="\n")
+        return
+    result = p.set_signature(model_name, given, version, sample=sample, commit=commit)
+    v = result.version
+    out.print(f"Recorded the signature of {model_name} v{v.version}; every publish of it uses it:")
+    out.print(*(f"  {line}" for line in describe(result.signature)), sep="\n")
+    next_step(result.metadata_commit, f"nexus: signature of {model_name} v{v.version}")
 
 
 @handles_errors

@@ -23,6 +23,10 @@ InputsOpt = Annotated[
     ),
 ]
 OutputsOpt = Annotated[list[str] | None, typer.Option("--output", help="NAME:DTYPE:DIMS; repeat per output.")]
+SamplesOpt = Annotated[
+    list[str] | None,
+    typer.Option("--sample", help="NAME=FILE.npy: record the signature from one run on it; repeat per input."),
+]
 ServerOpt = Annotated[
     str | None,
     typer.Option("--server", help="Triton: HOST:PORT or http(s)://HOST:PORT (default: the running `nexus serve`)."),

@@ -58,8 +58,9 @@ def publish(
 
     Example: nexus publish prod_model --max-batch-size 64 --max-queue-delay-us 2000
     """
-    from nexus.serving.model_config import ServingOptions, parse_instances, parse_signature
+    from nexus.serving.model_config import ServingOptions, parse_instances
     from nexus.serving.publish import publish as publish_version
+    from nexus.tensors import parse_signature
 
     options = ServingOptions(
         max_batch_size=max_batch_size,

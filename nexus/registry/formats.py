@@ -3,10 +3,15 @@
 ==============  ===========================================  =========  ==========================
 format          how it is recognised                         extension  signature
 ==============  ===========================================  =========  ==========================
-torchscript     zip archive with `<name>/code/` (jit.save)   .pt        not carried by the format
-torch_export    zip archive with `<name>/archive_format`     .pt2       from the exported graph
+torchscript     zip archive with `<name>/code/` (jit.save)   .pt        names and count only (1)
+torch_export    zip archive with `<name>/archive_format`     .pt2       from the exported graph (2)
 onnx            protobuf `ModelProto` with a graph            .onnx      from graph inputs/outputs
 ==============  ===========================================  =========  ==========================
+
+(1) A TorchScript file keeps its inputs' names and how many outputs it returns, not their dtypes or
+shapes (:func:`model_io`): a signature is given at store time, or later with `nexus signature`.
+(2) Outputs are named `output` (one) or `output_0`, `output_1`, ... (several), or after the keys of
+a returned dict or namedtuple; inputs keep the names of the exported module's arguments.
 
 A `torch.save` pickle (an `nn.Module` or a state_dict) is refused: it cannot be served without its
 Python class, and unpickling runs arbitrary code. Nothing here unpickles anything.
@@ -120,10 +125,65 @@ def _export_signature(path: Path) -> Signature:
         if node.op == "placeholder" and node.name in user_inputs:
             inputs.append(_spec(node.name, node.meta.get("val")))
         elif node.op == "output":
-            names = list(program.graph_signature.user_outputs)
             values = [getattr(a, "meta", {}).get("val") for a in node.args[0]]
-            outputs = [_spec(str(n or f"output_{i}"), v) for i, (n, v) in enumerate(zip(names, values, strict=False))]
+            names = _keys(program.call_spec.out_spec, len(values)) or default_output_names(len(values))
+            outputs = [_spec(n, v) for n, v in zip(names, values, strict=True)]
     return Signature(inputs=inputs, outputs=outputs)
+
+
+def default_output_names(count: int) -> list[str]:
+    """`output` for one output, `output_0`, `output_1`, ... for several."""
+    return ["output"] if count == 1 else [f"output_{i}" for i in range(count)]
+
+
+def _keys(spec: Any, count: int) -> list[str] | None:
+    """The keys of a returned dict or namedtuple of ``count`` tensors, from the program's output spec."""
+    if spec is None:
+        return None
+    children = spec.children() if callable(getattr(spec, "children", None)) else getattr(spec, "children_specs", [])
+    if len(children) != count or any(c.num_leaves != 1 for c in children):
+        return None  # a single tensor, or a nested structure: positions are the only names
+    if spec.type is dict and all(isinstance(k, str) for k in spec.context):
+        return [str(k) for k in spec.context]
+    fields = getattr(spec.type, "_fields", None) or getattr(spec.context, "_fields", None)
+    return [str(f) for f in fields] if fields and len(fields) == count else None
+
+
+@dataclass(frozen=True)
+class ModelIO:
+    """What a model file says about its inputs and outputs, without running it."""
+
+    inputs: list[str]
+    #: None where the names are only known by running the model (a TorchScript dict output).
+    outputs: list[str] | None
+
+
+def model_io(path: Path, fmt: str) -> ModelIO:
+    """The input names (in call order) and output names of the model file at ``path``.
+
+    TorchScript keeps its `forward`'s argument names and returned type: a tuple of N tensors gives
+    `output_0` ... `output_{N-1}`, a tensor `output`, a dict unknown names.
+
+    Raises:
+        UnsupportedFormatError: the file cannot be loaded as ``fmt``.
+    """
+    if fmt != TORCHSCRIPT:
+        signature = _export_signature(path) if fmt == TORCH_EXPORT else _onnx_signature(path)
+        return ModelIO([s.name for s in signature.inputs], [s.name for s in signature.outputs])
+    import torch
+
+    try:
+        module = torch.jit.load(str(path), map_location="cpu")  # type: ignore[no-untyped-call]
+        schema = module.forward.schema
+    except Exception as e:
+        raise UnsupportedFormatError(path, f"a TorchScript archive that torch cannot load ({e})") from e
+    inputs = [a.name for a in schema.arguments if a.name != "self"]
+    returned = schema.returns[0].type if len(schema.returns) == 1 else None
+    if isinstance(returned, torch.TupleType):
+        return ModelIO(inputs, default_output_names(len(returned.elements())))
+    if isinstance(returned, torch.DictType):
+        return ModelIO(inputs, None)
+    return ModelIO(inputs, default_output_names(1))
 
 
 def _spec(name: str, value: Any) -> TensorSpec:

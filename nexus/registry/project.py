@@ -8,58 +8,39 @@ The CLI is a thin layer over :class:`Project`; a Python user can do everything t
     result = project.store("model.pt", "prod_model")
     print(result.version.version, result.version.storage_uri)
     path = project.load("prod_model", output="model.pt").path
+    project.set_signature("ts_model", sample={"image": batch})   # TorchScript: record its signature
+
+The writes live in :mod:`~nexus.registry.store` and the version lookups in :mod:`~nexus.registry.versions`;
+:class:`Project` holds the settings and storage they work on.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from nexus.errors import (
-    AmbiguousVersionError,
-    ArtifactNotFoundError,
     ConfigError,
-    DirtyTreeError,
     IntegrityError,
     ModelNotFoundError,
-    ObjectConflictError,
     ObjectMissingError,
     OutputExistsError,
     RollbackError,
     VersionNotFoundError,
 )
 from nexus.hashing import Digest, Progress, hash_file
-from nexus.names import validate_model_name
 from nexus.registry import git
 from nexus.registry.cache import ObjectCache
-from nexus.registry.formats import inspect_artifact
-from nexus.registry.metadata import (
-    EXTENSIONS,
-    META_FILE,
-    HistoryEvent,
-    Metadata,
-    MetadataFile,
-    ModelRecord,
-    ModelVersion,
-    utc_now,
-)
+from nexus.registry.metadata import EXTENSIONS, META_FILE, Metadata, MetadataFile, ModelRecord, ModelVersion
+from nexus.registry.store import SignatureResult, StoreResult, set_signature, store
+from nexus.registry.versions import parse_version_ref, promote, resolve
 from nexus.settings import CONFIG_FILE, NexusConfig, PublishSettings, StorageSettings, load_config, write_config
-from nexus.storage import KeyExistsError, Storage, open_storage, parse_storage_uri, split_object_uri
+from nexus.storage import Storage, open_storage, parse_storage_uri, split_object_uri
 from nexus.tensors import Signature
 
-_COMMIT_PREFIX = re.compile(r"^[0-9a-f]{4,40}$")
-
-
-@dataclass(frozen=True)
-class StoreResult:
-    version: ModelVersion
-    #: "stored" (uploaded and recorded), "recorded" (the object was already in storage with the same
-    #: bytes, now recorded) or "unchanged" (already stored and recorded: nothing to do).
-    action: str
-    #: The commit that recorded the metadata, with ``commit=True``.
-    metadata_commit: str | None = None
+__all__ = ["LoadResult", "Project", "RollbackResult", "SignatureResult", "StoreResult", "init", "parse_version_ref"]
 
 
 @dataclass(frozen=True)
@@ -132,6 +113,7 @@ class Project:
         allow_dirty: bool = False,
         commit: bool = False,
         signature: Signature | None = None,
+        sample: Mapping[str, Any] | None = None,
         progress: Progress | None = None,
     ) -> StoreResult:
         """Upload ``path`` as a new version of ``model_name``, pinned to HEAD, and record it.
@@ -139,113 +121,42 @@ class Project:
         The tree must be clean (apart from `.nexus_meta.json`) unless ``allow_dirty``. The object
         goes to `<storage>/<model_name>/<commit>.<ext>` and is never overwritten; the metadata is
         updated only after the upload is verified. A ``signature`` (inputs and outputs, for formats
-        that carry none, like TorchScript) is checked by one forward pass before anything is uploaded.
+        that carry none, like TorchScript), or one read off a forward pass on ``sample`` (input name ->
+        array, first dimension the batch), is checked by one forward pass before anything is uploaded.
+        A version left without a signature gets a :attr:`StoreResult.notice` with the command to give one.
         """
-        validate_model_name(model_name)
-        path = Path(path)
-        if not path.is_file():
-            raise ArtifactNotFoundError(path)
-        info = inspect_artifact(path)
-        if signature is not None:
-            from nexus.registry.signature import check_signature
-
-            check_signature(path, info.format, signature, batched=True)
-            info = replace(info, signature=signature)
-        with self.metadata.locked():  # `git status` may take git's index lock: see MetadataFile.locked
-            dirty = git.dirty_files(self.root, ignore=[META_FILE])
-        if dirty and not allow_dirty:
-            raise DirtyTreeError(dirty)
-        commit_hash = git.head_commit(self.root)
-        storage = self.storage()
-        duplicate = self._same_bytes_stored(model_name, path, storage)
-        if duplicate is not None:
-            return StoreResult(duplicate, "unchanged")
-        self._keep_private_dir_untracked()
-        key = f"{model_name}/{commit_hash}.{info.extension}"
-        uri = storage.uri(key)
-
-        action = "stored"
-        if storage.size(key) is not None:
-            digest, action = self._existing(storage, key, path, progress)
-        else:
-            try:
-                digest = storage.put_file(key, path, progress)
-            except KeyExistsError:  # another writer got there between the check and the upload
-                digest, action = self._existing(storage, key, path, progress)
-
-        with self.metadata.locked():  # held through the commit, so that it commits this very update
-            with self.metadata.update() as meta:
-                record = meta.model(model_name)
-                known = next((v for v in record.versions if v.storage_uri == uri), None)
-                if known is not None:
-                    if known.sha256 != digest.sha256:
-                        raise ObjectConflictError(uri)
-                    result = StoreResult(known, "unchanged")
-                else:
-                    action = "recorded" if action == "unchanged" else action
-                    version = ModelVersion(
-                        model_name=model_name,
-                        version=record.next_version(),
-                        commit_hash=commit_hash,
-                        storage_uri=uri,
-                        is_latest=True,
-                        sha256=digest.sha256,
-                        size=digest.size,
-                        format=info.format,
-                        created_at=utc_now(),
-                        author=git.author(self.root),
-                        dirty=bool(dirty),
-                        signature=info.signature,
-                    )
-                    _promote(record, version, "store", version.author)
-                    result = StoreResult(version, action)
-            if commit and result.action != "unchanged":
-                v = result.version
-                message = f"nexus: store {model_name} v{v.version} ({v.short_commit})"
-                return StoreResult(v, result.action, git.commit_paths(self.root, [META_FILE], message))
-        return result
-
-    def _same_bytes_stored(self, model_name: str, path: Path, storage: Storage) -> ModelVersion | None:
-        """A version of the model in this store with exactly these bytes, whatever its commit.
-
-        Storing it again would only add a duplicate (for example after `--commit` moved HEAD). A copy
-        in another store does not count: after a move to a new store, a store puts the bytes there.
-        The file is hashed first only when such a version has the same size.
-        """
-        record = self.metadata.read().models.get(model_name)
-        size = path.stat().st_size
-        prefix = storage.uri("")
-        here = [v for v in (record.versions if record else []) if v.storage_uri.startswith(prefix) and v.size == size]
-        if not here:
-            return None
-        digest = hash_file(path)
-        return next((v for v in reversed(here) if v.sha256 == digest.sha256), None)
-
-    def _keep_private_dir_untracked(self) -> None:
-        """`.nexus/` holds the default local store and other per-machine state: keep it out of git."""
-        private = self.root / ".nexus"
-        private.mkdir(exist_ok=True)
-        ignore = private / ".gitignore"
-        if not ignore.exists():
-            ignore.write_text("# Written by nexus: per-machine state, never committed.\n*\n", encoding="utf-8")
-
-    def _existing(self, storage: Storage, key: str, path: Path, progress: Progress | None) -> tuple[Digest, str]:
-        """The key is taken: same bytes -> fine; different bytes -> refuse. Nothing is uploaded."""
-        local = hash_file(path, progress)
-        uri = storage.uri(key)
-        recorded = next(
-            (v for rec in self.metadata.read().models.values() for v in rec.versions if v.storage_uri == uri), None
+        return store(
+            self,
+            Path(path),
+            model_name,
+            allow_dirty=allow_dirty,
+            commit=commit,
+            signature=signature,
+            sample=sample,
+            progress=progress,
         )
-        if recorded is not None:
-            if recorded.sha256 != local.sha256:
-                raise ObjectConflictError(uri)
-            return local, "unchanged"
-        # Stored but not recorded here (another branch, or a run cut off before the metadata update):
-        # hash the remote bytes to be sure before recording them.
-        remote = storage.download(key, _NullWriter())
-        if remote != local:
-            raise ObjectConflictError(uri)
-        return local, "recorded"
+
+    def set_signature(
+        self,
+        model_name: str,
+        signature: Signature | None = None,
+        version: int | None = None,
+        *,
+        sample: Mapping[str, Any] | None = None,
+        commit: bool = False,
+    ) -> SignatureResult:
+        """Record the input/output signature of a stored version (latest by default); every later publish uses it.
+
+        Give ``signature``, or ``sample`` (input name -> array) to read it off one forward pass. It is
+        checked by running the model once before `.nexus_meta.json` is updated (under its lock, atomically).
+        """
+        return set_signature(self, model_name, signature, version=version, sample=sample, commit=commit)
+
+    def signature_command(self, version: ModelVersion) -> str:
+        """The `nexus signature` command that gives ``version`` a signature, with the model's input names."""
+        from nexus.registry.signature import signature_command
+
+        return signature_command(version.model_name, version.version, version.format, self.cached_artifact(version))
 
     # -- read -------------------------------------------------------------------------------
 
@@ -267,8 +178,7 @@ class Project:
 
     def resolve(self, model_name: str, version: int | None = None, commit: str | None = None) -> ModelVersion:
         """The version by number, by commit (prefix of at least 4 hex digits), or the latest."""
-        record = self.model(model_name)
-        return _resolve(record, version, commit)
+        return resolve(self.model(model_name), version, commit)
 
     # -- load -------------------------------------------------------------------------------
 
@@ -348,7 +258,7 @@ class Project:
                         available = [v.version for v in record.versions]
                         wanted = f"{to!r} (give a version number like 3 or a commit prefix of 7+ hex digits)"
                         raise VersionNotFoundError(model_name, wanted, available)
-                    target = _resolve(record, number, prefix)
+                    target = resolve(record, number, prefix)
                 if target.version == current.version:
                     raise RollbackError(
                         f"v{target.version} is already the latest version of {model_name!r}; nothing to do"
@@ -356,63 +266,9 @@ class Project:
                 storage, key = self._storage_of(target)
                 if storage.size(key) is None:
                     raise ObjectMissingError(target.storage_uri)
-                _promote(record, target, "rollback", author)
+                promote(record, target, "rollback", author)
             sha = None
             if commit:
                 message = f"nexus: roll back {model_name} to v{target.version}"
                 sha = git.commit_paths(self.root, [META_FILE], message)
         return RollbackResult(model_name, current.version, target.version, sha)
-
-
-def parse_version_ref(ref: str) -> tuple[int | None, str | None]:
-    """`"3"`/`"v3"` -> (3, None); a hex string of 7+ digits -> (None, prefix); else (None, None)."""
-    text = ref.strip().lower()
-    digits = text.removeprefix("v")
-    if digits.isdigit() and (text.startswith("v") or len(digits) < 7):
-        return int(digits), None
-    if len(text) >= 7 and _COMMIT_PREFIX.match(text):
-        return None, text
-    return None, None
-
-
-def _resolve(record: ModelRecord, version: int | None, commit: str | None) -> ModelVersion:
-    available = [v.version for v in record.versions]
-    if version is not None:
-        found = record.get(version)
-        if found is None:
-            raise VersionNotFoundError(record.name, str(version), available)
-        return found
-    if commit is not None:
-        prefix = commit.lower()
-        if not _COMMIT_PREFIX.match(prefix):
-            raise VersionNotFoundError(record.name, f"for commit {commit!r} (give 4-40 hex digits)", available)
-        matches = [v for v in record.versions if v.commit_hash.startswith(prefix)]
-        if not matches:
-            raise VersionNotFoundError(record.name, f"at commit {commit}", available)
-        if len(matches) > 1:
-            raise AmbiguousVersionError(record.name, commit, [v.version for v in matches])
-        return matches[0]
-    return record.current()
-
-
-def _promote(record: ModelRecord, version: ModelVersion, action: str, author: str) -> None:
-    previous = record.latest
-    if record.get(version.version) is None:
-        record.versions.append(version)
-    record.set_latest(version.version)
-    record.history.append(
-        HistoryEvent(
-            action=action,
-            at=utc_now(),
-            by=author,
-            from_version=previous.version if previous else None,
-            to_version=version.version,
-        )
-    )
-
-
-class _NullWriter:
-    """A sink for downloads that only need hashing."""
-
-    def write(self, data: bytes) -> int:
-        return len(data)

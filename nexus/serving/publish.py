@@ -10,10 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from nexus.errors import PublishError, SignatureError
+from nexus.errors import PublishError, SignatureMissingError
 from nexus.registry import Project
 from nexus.registry.metadata import EXTENSIONS, ModelVersion
-from nexus.registry.signature import check_signature
+from nexus.registry.signature import check_signature, signature_command
 from nexus.serving.model_config import ServingOptions, config_to_text, parse_config, render_config
 from nexus.serving.repository import CONFIG, MODEL_PY, ModelRepository
 from nexus.tensors import Signature
@@ -37,15 +37,13 @@ class PublishResult:
     server: str | None = None
 
 
-def resolve_signature(version: ModelVersion, signature: Signature | None) -> Signature:
-    """The signature given, else the one recorded at store time."""
+def resolve_signature(version: ModelVersion, signature: Signature | None, artifact: Path | None = None) -> Signature:
+    """The signature given, else the one recorded (at store time, or by `nexus signature`)."""
     if signature is not None:
         return signature
     if version.signature is None:
-        raise SignatureError(
-            f"{version.model_name} v{version.version} is {version.format}, which records no input/output "
-            "signature; pass --input NAME:DTYPE:DIMS and --output NAME:DTYPE:DIMS (dims without the batch)"
-        )
+        command = signature_command(version.model_name, version.version, version.format, artifact)
+        raise SignatureMissingError(version.model_name, version.version, version.format, command)
     return version.signature
 
 
@@ -90,13 +88,13 @@ def render_version(
 ) -> PublishResult:
     """Render one version into ``repo`` (nothing is written with ``dry_run``); no server is touched."""
     options = options or ServingOptions()
-    signature = resolve_signature(v, signature)
+    cached = project.cached_artifact(v)
+    signature = resolve_signature(v, signature, cached)
     artifact_name = f"model.{EXTENSIONS[v.format]}"
     config = render_config(v.model_name, v, signature, options, artifact_name)
     text = config_to_text(config)
     if parse_config(text) != config:  # pragma: no cover - protobuf round trip; guards against a broken install
         raise PublishError("config.pbtxt does not parse back to what was rendered; reinstall tritonclient")
-    cached = project.cached_artifact(v)
     check_signature(cached, v.format, signature, options.batching)
     if not dry_run:
         repo.write_version(

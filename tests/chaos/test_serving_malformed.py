@@ -164,7 +164,7 @@ def json_requests(draw: st.DrawFn) -> bytes:
         del tensor[key]
     body: Any = {"inputs": draw(st.sampled_from([[tensor], [tensor, tensor], [], tensor]))}
     if draw(st.booleans()):
-        body["outputs"] = [{"name": draw(st.sampled_from(["linear_1", "nope", ""]))}]
+        body["outputs"] = [{"name": draw(st.sampled_from(["output", "nope", ""]))}]
     return json.dumps(body).encode()
 
 
