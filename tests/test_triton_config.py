@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from nexus.registry.metadata import ModelVersion
 from nexus.errors import SignatureError
+from nexus.registry.metadata import ModelVersion
 from nexus.serving.model_config import ServingOptions, config_to_text, parse_config, read_serving, render_config
 from nexus.tensors import Signature, TensorSpec, parse_tensor_spec
 
