@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from nexus.atomic import atomic_write_text, disk_full_as_error
 from nexus.errors import (
     AmbiguousVersionError,
     ArtifactNotFoundError,
@@ -214,10 +215,11 @@ class Project:
     def _keep_private_dir_untracked(self) -> None:
         """`.nexus/` holds the default local store and other per-machine state: keep it out of git."""
         private = self.root / ".nexus"
-        private.mkdir(exist_ok=True)
         ignore = private / ".gitignore"
-        if not ignore.exists():
-            ignore.write_text("# Written by nexus: per-machine state, never committed.\n*\n", encoding="utf-8")
+        with disk_full_as_error(private):
+            private.mkdir(exist_ok=True)
+            if not ignore.exists():
+                atomic_write_text(ignore, "# Written by nexus: per-machine state, never committed.\n*\n")
 
     def _existing(self, storage: Storage, key: str, path: Path, progress: Progress | None) -> tuple[Digest, str]:
         """The key is taken: same bytes -> fine; different bytes -> refuse. Nothing is uploaded."""

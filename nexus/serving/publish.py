@@ -21,6 +21,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from nexus.atomic import disk_full_as_error, is_disk_full
 from nexus.errors import PublishError
 from nexus.registry import Project
 from nexus.registry.metadata import EXTENSIONS, ModelVersion
@@ -32,8 +33,8 @@ from nexus.serving.model_config import (
     parse_config,
     render_config,
 )
-from nexus.shipped import shipped
 from nexus.settings import StorageSettings
+from nexus.shipped import shipped
 from nexus.storage import Storage, open_storage, parse_storage_uri
 from nexus.tensors import Signature
 
@@ -111,7 +112,9 @@ def publish(
     if dry_run:
         return PublishResult(model_name, v, repo, triton_path, text, files, written=False)
     if remote is None:
-        _write_local(project, Path(repo), model_name, v, artifact_name, text)
+        needed = v.size + len(template_source().encode()) + len(text.encode())
+        with disk_full_as_error(Path(repo), needed, "pass another --repository"):
+            _write_local(project, Path(repo), model_name, v, artifact_name, text)
     else:
         _write_remote(remote, cached, files, text)
     return PublishResult(model_name, v, repo, triton_path, text, files, written=True)
@@ -146,6 +149,8 @@ def _write_local(project: Project, repo: Path, model_name: str, v: ModelVersion,
         model_dir.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".nexus-{v.version}-", dir=model_dir))
     except OSError as e:
+        if is_disk_full(e):
+            raise
         raise PublishError(f"cannot write to {repo}: {e.strerror}; choose a writable --repository") from e
     try:
         (staging / MODEL_PY).write_text(template_source(), encoding="utf-8")
