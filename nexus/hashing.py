@@ -4,6 +4,10 @@
 verified copy of a stream costs about as much as hashing alone. `copy_file_and_hash` copies one
 file to another in the kernel (`copy_file_range`) while a second reader hashes the source, and
 checks the source did not change meanwhile: a local verified copy at the cost of a hash.
+
+A write that fails (a full disk above all: `ENOSPC`, `EDQUOT`) is raised as it is, errno intact,
+as soon as it happens; the callers that know the destination's path turn it into a user error
+(:func:`nexus.atomic.disk_full_as_error`).
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
+
+from nexus.atomic import is_disk_full
 
 
 class Writable(Protocol):
@@ -142,6 +148,10 @@ class HashingReader:
         return hash_file(path)
 
 
+class _CopyFailed(Exception):
+    """Internal: stops the hashing of a source whose copy already failed."""
+
+
 class SourceChangedError(OSError):
     """The file changed while it was being copied, so the copy and its hash may disagree."""
 
@@ -155,7 +165,9 @@ def kernel_copy(src_fd: int, dst_fd: int, size: int) -> None:
         if use_range:
             try:
                 n = os.copy_file_range(src_fd, dst_fd, count, copied, copied)
-            except OSError:  # EXDEV on old kernels, ENOSYS, filesystems without support
+            except OSError as e:  # EXDEV on old kernels, ENOSYS, filesystems without support
+                if is_disk_full(e):
+                    raise  # no fallback writes into a full disk
                 use_range = False
                 continue
         else:
@@ -186,10 +198,17 @@ def copy_file_and_hash(src: Path, dst: BinaryIO, progress: Progress | None = Non
             except BaseException as e:  # noqa: BLE001 - handed to the hashing thread and re-raised there
                 failure.append(e)
 
+        def tick(n: int) -> None:
+            if failure:  # the copy failed (a full disk?): say so now, not after hashing the rest
+                raise _CopyFailed
+            (progress or _noop)(n)
+
         copier = threading.Thread(target=copy, name="nexus-kernel-copy", daemon=True)
         copier.start()
         try:
-            digest = hash_file(src, progress, limit=before.st_size)
+            digest = hash_file(src, tick, limit=before.st_size)
+        except _CopyFailed:
+            pass
         finally:
             copier.join()
         if failure:

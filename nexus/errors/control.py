@@ -163,22 +163,37 @@ class CorruptMetadataError(MetadataError):
         self.path = path
         super().__init__(
             f"{path} is not valid NexusML metadata ({detail}); restore it from git "
-            f"(`git checkout -- {path.name}`) or fix the JSON by hand"
+            f"(`git checkout -- {_git_path(path)}`) or fix the JSON by hand"
         )
 
 
 class MergeConflictError(CorruptMetadataError):
-    """`.nexus_meta.json` holds git's conflict markers: a merge or rebase stopped on it."""
+    """`.nexus_meta.json` holds git's conflict markers: a merge, rebase or stash pop stopped on it.
+
+    The advice works in the unmerged tree (a plain `git checkout -- FILE` refuses an unmerged path).
+    """
 
     def __init__(self, path: Path, line: int) -> None:
         self.path = path
         self.line = line
+        name = _git_path(path)
         MetadataError.__init__(
             self,
-            f"{path} has unresolved git merge-conflict markers (line {line}); resolve them: keep one side with "
-            f"`git checkout --ours -- {path.name}` (or `--theirs`), or edit the file, then `git add {path.name}` "
-            "and finish the merge (`git merge --abort` gives up the merge instead)",
+            f"{path} has unresolved git merge-conflict markers (line {line}); keep one side with "
+            f"`git checkout --ours -- {name}` (or `--theirs`; the other side's versions are then no longer "
+            f"recorded) or edit the file to keep both, then `git add {name}` and finish with `git commit` "
+            "(or `git rebase --continue`); `git merge --abort` undoes the merge instead",
         )
+
+
+def _git_path(path: Path) -> str:
+    """``path`` as git commands run from the current folder should name it (`.nexus_meta.json` at the root)."""
+    import os
+
+    try:
+        return os.path.relpath(path)
+    except ValueError:  # another drive (Windows)
+        return str(path)
 
 
 class LockTimeoutError(MetadataError, TimeoutError):

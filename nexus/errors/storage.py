@@ -22,24 +22,32 @@ class KeyExistsError(StorageError, FileExistsError):
 
 
 class DiskFullError(StorageError, OSError):
-    """A local write ran out of space: the user can make room, so it is no bug. Nothing half-written is kept."""
+    """A local write ran out of space (or quota): the user can make room, so it is no bug.
 
-    def __init__(self, path: Path, needed: int | None = None) -> None:
+    Raised once the half-written file is gone, so the free space reported is what there really is.
+    """
+
+    def __init__(
+        self, path: Path, needed: int | None = None, elsewhere: str | None = None, *, quota: bool = False
+    ) -> None:
+        import contextlib
+        import errno
         import shutil
 
         self.path = path
         self.needed = needed
-        folder = next((p for p in (path, *path.parents) if p.exists()), path)
-        try:
-            free: int | None = shutil.disk_usage(folder).free
-        except OSError:
-            free = None
-        need = f"{_size(needed)} needed, " if needed is not None else ""
-        have = f"{_size(free)} free" if free is not None else "no space left"
-        super().__init__(
-            f"no space left on the device holding {folder} ({need}{have}); free some space there "
-            "(or point NEXUS_CACHE_DIR / -o / --repository elsewhere) and run the command again"
-        )
+        self.elsewhere = elsewhere
+        self.quota = quota
+        sizes = [f"{_size(needed)} needed"] if needed is not None else []
+        if not quota:  # the filesystem's free space says nothing about a quota
+            folder = next((p for p in (path, *path.parents) if p.exists()), path)
+            with contextlib.suppress(OSError):
+                sizes.append(f"{_size(shutil.disk_usage(folder).free)} free there")
+        why = "your disk quota is used up" if quota else "the device is full"
+        detail = f"{why}, {', '.join(sizes)}" if sizes else why
+        fix = f"free some space there or {elsewhere}" if elsewhere else "free some space there"
+        super().__init__(f"no space left to write {path} ({detail}); {fix}, then run the command again")
+        self.errno = errno.EDQUOT if quota else errno.ENOSPC
 
 
 def _size(n: int) -> str:

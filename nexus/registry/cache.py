@@ -66,13 +66,14 @@ class ObjectCache:
 
         Raises:
             IntegrityError: the downloaded bytes do not match ``sha256`` and ``size``; nothing is kept.
+            DiskFullError: the cache's filesystem has no room for the object; nothing is kept.
         """
         dest = self.path(sha256)
         if self.has(sha256, size):
             return dest
         if not isinstance(storage, Storage):
             storage = storage()
-        with temporary_sibling(dest) as (tmp, f):
+        with temporary_sibling(dest, size, "set NEXUS_CACHE_DIR to a folder with room") as (tmp, f):
             got = storage.download(key, f, progress)
             _verify(storage.uri(key), sha256, size, got)
             # no fsync: an entry that a crash leaves damaged fails the hash of its next read and is fetched again
@@ -91,9 +92,10 @@ class ObjectCache:
 
         Raises:
             IntegrityError: the cache entry is damaged; it is removed and ``output`` is untouched.
+            DiskFullError: ``output``'s filesystem has no room; ``output`` is untouched.
         """
         source = self.path(sha256)
-        with temporary_sibling(output) as (tmp, out):
+        with temporary_sibling(output, size, "pass another -o PATH") as (tmp, out):
             if verify:
                 got = copy_file_and_hash(source, out, progress)
                 try:

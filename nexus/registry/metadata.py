@@ -40,7 +40,7 @@ from typing import Any
 import filelock
 
 from nexus.atomic import atomic_write_text
-from nexus.errors import ConfigError, CorruptMetadataError, LockTimeoutError, MetadataError
+from nexus.errors import ConfigError, CorruptMetadataError, LockTimeoutError, MergeConflictError, MetadataError
 from nexus.names import is_model_name
 from nexus.tensors import Signature, TensorSpec
 
@@ -162,6 +162,8 @@ class Metadata:
 
     @classmethod
     def from_json(cls, text: str, path: Path) -> Metadata:
+        if (marker := _CONFLICT_MARKER.search(text)) is not None:  # before JSON: its error would mislead
+            raise MergeConflictError(path, text.count("\n", 0, marker.start()) + 1)
         try:
             data = json.loads(text)
         except json.JSONDecodeError as e:
@@ -170,6 +172,11 @@ class Metadata:
             return _parse(data)
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise CorruptMetadataError(path, _describe(e)) from e
+
+
+#: A line git writes into a conflicted file: `<<<<<<< ours`, `|||||||` (diff3), `=======`, `>>>>>>> theirs`.
+#: No line of the JSON NexusML writes starts with one of them (each is indented, or a brace).
+_CONFLICT_MARKER = re.compile(r"^(?:<{7}|\|{7}|={7}|>{7})(?:[ \t\r]|$)", re.MULTILINE)
 
 
 def _describe(e: Exception) -> str:

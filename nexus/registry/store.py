@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nexus.atomic import atomic_write_text, disk_full_as_error
 from nexus.errors import (
     ArtifactNotFoundError,
     DirtyTreeError,
@@ -187,10 +188,11 @@ def _same_bytes_stored(project: Project, model_name: str, path: Path, storage: S
 def _keep_private_dir_untracked(root: Path) -> None:
     """`.nexus/` holds the default local store and other per-machine state: keep it out of git."""
     private = root / ".nexus"
-    private.mkdir(exist_ok=True)
     ignore = private / ".gitignore"
-    if not ignore.exists():
-        ignore.write_text("# Written by nexus: per-machine state, never committed.\n*\n", encoding="utf-8")
+    with disk_full_as_error(private):
+        private.mkdir(exist_ok=True)
+        if not ignore.exists():
+            atomic_write_text(ignore, "# Written by nexus: per-machine state, never committed.\n*\n")
 
 
 def _existing(

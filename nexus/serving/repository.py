@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from nexus.atomic import atomic_write_text
+from nexus.atomic import atomic_write_text, disk_full_as_error, is_disk_full
 from nexus.errors import ObjectMissingError, PublishError
 from nexus.serving.model_config import ServingOptions, parse_config, read_serving
 from nexus.settings import StorageSettings
@@ -135,7 +135,9 @@ class ModelRepository:
             config: the text of `config.pbtxt`.
         """
         if self.storage is None:
-            self._write_local(Path(self.location) / model, str(version), artifact, copy_artifact, config)
+            needed = cached.stat().st_size + len(template_source().encode()) + len(config.encode())
+            with disk_full_as_error(Path(self.location), needed, "pass another --repository"):
+                self._write_local(Path(self.location) / model, str(version), artifact, copy_artifact, config)
         else:
             self._write_remote(self.storage, cached, self.version_keys(model, version, artifact), config)
 
@@ -147,6 +149,8 @@ class ModelRepository:
             model_dir.mkdir(parents=True, exist_ok=True)
             staging = Path(tempfile.mkdtemp(prefix=f".nexus-{version}-", dir=model_dir))
         except OSError as e:
+            if is_disk_full(e):
+                raise
             raise PublishError(
                 f"cannot write to {model_dir.parent}: {e.strerror}; choose a writable --repository"
             ) from e

@@ -39,7 +39,8 @@ class LocalStorage(Storage):
         if dest.exists() and not overwrite:
             raise KeyExistsError(self.uri(key))
         try:
-            with temporary_sibling(dest) as (tmp, out):
+            room = "point storage.uri in .nexusrc (or NEXUS_STORAGE) at a folder with room"
+            with temporary_sibling(dest, path.stat().st_size, room) as (tmp, out):
                 digest = copy_file_and_hash(path, out, progress, fsync=True)
                 if overwrite:
                     tmp.replace(dest)
