@@ -15,9 +15,12 @@ and its signature records them) but refused wherever a signature is served: :dat
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-from nexus.errors import SignatureError
+from nexus.errors import NexusError, SignatureError
 
 
 @dataclass(frozen=True)
@@ -203,3 +206,33 @@ def parse_signature(inputs: list[str] | None, outputs: list[str] | None, batched
     return Signature(
         inputs=[parse_tensor_spec(t, batched) for t in inputs], outputs=[parse_tensor_spec(t, batched) for t in outputs]
     )
+
+
+def load_arrays(pairs: Sequence[str], option: str, error: type[NexusError]) -> dict[str, Any]:
+    """`NAME=FILE.npy` pairs, as ``option`` (`--input`, `--sample`) takes them, -> numpy arrays by name.
+
+    Raises:
+        error: a pair not of that form, a name given twice, or a file that is not one `.npy` array.
+    """
+    import numpy as np
+
+    arrays: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, file = pair.partition("=")
+        if not sep or not name or not file:
+            raise error(f"{pair!r} is not NAME=FILE.npy; write e.g. {option} input=batch.npy")
+        if name in arrays:
+            raise error(f"{option} {name}=... is given twice; give one file per input")
+        path = Path(file)
+        if not path.is_file():
+            raise error(f"input file {path} does not exist; check the path in {option} {pair}")
+        try:
+            loaded = np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as e:
+            detail = (str(e).splitlines() or [""])[0] or type(e).__name__
+            raise error(f"{path} is not a .npy array ({detail}); save it with numpy.save") from e
+        if not isinstance(loaded, np.ndarray):
+            loaded.close()
+            raise error(f"{path} is an .npz archive, not one array; save each input with numpy.save")
+        arrays[name] = loaded
+    return arrays

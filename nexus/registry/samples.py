@@ -17,31 +17,12 @@ import numpy as np
 from nexus.errors import SampleError, SignatureError
 from nexus.registry.formats import TORCHSCRIPT, default_output_names, model_io
 from nexus.registry.signature import check_signature, error_detail, load_runner, outputs_by_name
-from nexus.tensors import DTYPES, Signature, TensorSpec
+from nexus.tensors import DTYPES, Signature, TensorSpec, load_arrays
 
 
 def load_samples(pairs: Sequence[str]) -> dict[str, np.ndarray[Any, Any]]:
-    """`NAME=FILE.npy` pairs (as `nexus predict --input` takes them) -> arrays by input name."""
-    arrays: dict[str, np.ndarray[Any, Any]] = {}
-    for pair in pairs:
-        name, sep, file = pair.partition("=")
-        if not sep or not name or not file:
-            raise SampleError(f"{pair!r} is not NAME=FILE.npy; write e.g. --sample image=image.npy")
-        if name in arrays:
-            raise SampleError(f"--sample {name}=... is given twice; give one file per input")
-        path = Path(file)
-        if not path.is_file():
-            raise SampleError(f"sample file {path} does not exist; check the path in --sample {pair}")
-        try:
-            loaded = np.load(path, allow_pickle=False)
-        except (ValueError, OSError, EOFError) as e:
-            detail = (str(e).splitlines() or [""])[0] or type(e).__name__
-            raise SampleError(f"{path} is not a .npy array ({detail}); save the sample with numpy.save") from e
-        if not isinstance(loaded, np.ndarray):
-            loaded.close()
-            raise SampleError(f"{path} is an .npz archive, not one array; save each input with numpy.save")
-        arrays[name] = loaded
-    return arrays
+    """`--sample NAME=FILE.npy` pairs -> arrays by input name (read as `nexus predict --input` reads them)."""
+    return load_arrays(pairs, "--sample", SampleError)
 
 
 def signature_from_samples(artifact: Path, fmt: str, samples: Mapping[str, Any]) -> Signature:

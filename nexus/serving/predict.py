@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -11,7 +10,7 @@ import numpy as np
 from nexus.errors import PredictError
 from nexus.names import validate_model_name
 from nexus.serving.endpoints import DEFAULT_GRPC, DEFAULT_HTTP, grpc_target, http_url
-from nexus.tensors import DTYPES
+from nexus.tensors import DTYPES, load_arrays
 
 Array = np.ndarray[Any, Any]
 
@@ -64,20 +63,8 @@ def random_inputs(metadata: Mapping[str, Any], batch: int = 1, seed: int = 0) ->
 
 
 def load_inputs(pairs: list[str]) -> dict[str, Array]:
-    """`NAME=FILE.npy` pairs -> arrays."""
-    arrays = {}
-    for pair in pairs:
-        name, sep, file = pair.partition("=")
-        if not sep or not name or not file:
-            raise PredictError(f"{pair!r} is not NAME=FILE.npy; write e.g. --input input=batch.npy")
-        path = Path(file)
-        if not path.is_file():
-            raise PredictError(f"input file {path} does not exist; check the path")
-        try:
-            arrays[name] = np.load(path, allow_pickle=False)
-        except ValueError as e:
-            raise PredictError(f"{path} is not a .npy array ({e}); save it with numpy.save") from e
-    return arrays
+    """`--input NAME=FILE.npy` pairs -> arrays."""
+    return load_arrays(pairs, "--input", PredictError)
 
 
 def predict(
