@@ -13,8 +13,9 @@ from _bench_profile import ExecuteTotals
 CONFIG_LABELS = {
     "baseline": "no batching, one instance (baseline)",
     "nobatch": "no batching",
-    "batch50ms": "batching, 50 ms delay (default)",
+    "batch50ms": "batching, 50 ms window (the seed's default)",
     "batch0": "batching, delay 0",
+    "adaptive": "adaptive batching, 50 ms bound (default)",
 }
 
 

@@ -71,8 +71,9 @@ from nexus.tensors import Signature, TensorSpec
 CONFIGS = {
     "baseline": ServingOptions(batching=False, instances=1),
     "nobatch": ServingOptions(batching=False),
-    "batch50ms": ServingOptions(),
-    "batch0": ServingOptions(max_queue_delay_us=0),
+    "batch50ms": ServingOptions(policy="window"),
+    "batch0": ServingOptions(max_queue_delay_us=0, policy="window"),
+    "adaptive": ServingOptions(),
 }
 
 

@@ -42,6 +42,7 @@ def test_defaults_batch_32_within_50ms_on_the_python_backend() -> None:
         "nexus_commit": "a" * 40,
         "nexus_sha256": "b" * 64,
         "nexus_torch_threads": "1",
+        "nexus_batching": "adaptive",
         "nexus_instances": "auto",
     }
 
@@ -58,6 +59,45 @@ def test_inputs_and_outputs_drop_the_batch_dimension_and_map_dtypes() -> None:
         ("y", "TYPE_BF16", [2]),
         ("ok", "TYPE_BOOL", [1]),
     ]
+
+
+def test_the_default_is_adaptive_every_size_preferred_and_the_50ms_delay_kept_as_the_bound() -> None:
+    c = rendered()
+    assert c.max_batch_size == 32
+    assert c.dynamic_batching.max_queue_delay_microseconds == 50_000
+    assert list(c.dynamic_batching.preferred_batch_size) == list(range(1, 33))
+    assert c.parameters["nexus_batching"].string_value == "adaptive"
+
+
+def test_window_policy_has_no_preferred_sizes_so_every_batch_waits_out_the_delay() -> None:
+    c = rendered(ServingOptions(policy="window"))
+    assert c.dynamic_batching.max_queue_delay_microseconds == 50_000
+    assert not c.dynamic_batching.preferred_batch_size
+    assert c.parameters["nexus_batching"].string_value == "window"
+    smaller = rendered(ServingOptions(max_batch_size=5))
+    assert list(smaller.dynamic_batching.preferred_batch_size) == [1, 2, 3, 4, 5]
+
+
+@pytest.mark.parametrize(("policy", "batching"), [("adaptive", True), ("Window", True), ("none", False)])
+def test_batching_policy_by_the_name_batching_takes(policy: str, batching: bool) -> None:
+    options = ServingOptions.with_policy(policy, max_batch_size=8)
+    assert options.batching is batching
+    assert options.batching_policy == policy.lower()
+    assert options.max_batch_size == 8
+
+
+def test_an_unknown_batching_policy_names_the_choices() -> None:
+    with pytest.raises(SignatureError, match="--batching must be one of adaptive, window, none, not 'fixed'"):
+        ServingOptions.with_policy("fixed")
+    with pytest.raises(SignatureError, match="--batching must be one of"):
+        rendered(ServingOptions(policy="none"))
+
+
+def test_a_config_published_before_policies_were_recorded_reads_back_as_window_or_adaptive() -> None:
+    for options, expected in ((ServingOptions(policy="window"), "window"), (ServingOptions(), "adaptive")):
+        c = rendered(options)
+        del c.parameters["nexus_batching"]
+        assert read_serving(c)[0].policy == expected
 
 
 def test_max_batch_size_and_queue_delay() -> None:
@@ -172,6 +212,9 @@ def test_tensor_specs_from_the_command_line() -> None:
         ServingOptions(max_batch_size=8, max_queue_delay_us=0, instances=2, kind="cpu", priority_levels=2),
         ServingOptions(max_queue_size=64, warmup=True, torch_threads=3, kind="gpu"),
         ServingOptions(instances=1),
+        ServingOptions(policy="window"),
+        ServingOptions(policy="window", max_batch_size=4, max_queue_delay_us=100, priority_levels=3),
+        ServingOptions(policy="adaptive", max_batch_size=1),
     ],
 )
 def test_read_serving_recovers_the_options_and_signature_a_config_was_rendered_from(options: ServingOptions) -> None:

@@ -36,8 +36,17 @@ def publish(
     commit: CommitOpt = None,
     repository: RepositoryOpt = None,
     max_batch_size: Annotated[int, typer.Option(help="Largest batch Triton forms.")] = 32,
-    max_queue_delay_us: Annotated[int, typer.Option(help="How long a request may wait for a batch to fill.")] = 50_000,
-    no_batching: Annotated[bool, typer.Option("--no-batching", help="Serve requests one at a time.")] = False,
+    max_queue_delay_us: Annotated[
+        int, typer.Option(help="The most a request waits for a batch (with --batching window: always).")
+    ] = 50_000,
+    batching: Annotated[
+        str,
+        typer.Option(
+            help="adaptive: send a batch as soon as an instance is free; window: wait out the queue delay; "
+            "none: one request at a time."
+        ),
+    ] = "adaptive",
+    no_batching: Annotated[bool, typer.Option("--no-batching", hidden=True, help="Same as --batching none.")] = False,
     instances: Annotated[
         str, typer.Option(help="Model instances (copies) per device, or auto: 2, or 1 for artifacts over 1 GiB.")
     ] = "auto",
@@ -62,10 +71,10 @@ def publish(
     from nexus.serving.publish import publish as publish_version
     from nexus.tensors import parse_signature
 
-    options = ServingOptions(
+    options = ServingOptions.with_policy(
+        "none" if no_batching else batching,
         max_batch_size=max_batch_size,
         max_queue_delay_us=max_queue_delay_us,
-        batching=not no_batching,
         instances=parse_instances(instances),
         kind=kind,
         priority_levels=priority_levels,
@@ -81,7 +90,7 @@ def publish(
         commit=commit,
         repository=repository,
         options=options,
-        signature=parse_signature(inputs, outputs, batched=not no_batching),
+        signature=parse_signature(inputs, outputs, batched=options.batching),
         dry_run=dry_run,
         server=None if dry_run else live_server(p, server, repository),
     )

@@ -53,7 +53,10 @@ def history_table(events: list[HistoryEvent]) -> Table:
 
 
 def serving_summary(options: ServingOptions, version: ModelVersion) -> str:
-    """One line on how a published version is served, e.g. "2 instances (auto), batches of up to 32 within 50 ms"."""
+    """One line on how a published version is served.
+
+    E.g. "2 instances (auto), adaptive batches of up to 32, none waiting over 50 ms".
+    """
     from nexus.serving.model_config import instance_count
 
     count = instance_count(options, version)
@@ -61,7 +64,11 @@ def serving_summary(options: ServingOptions, version: ModelVersion) -> str:
     if not options.batching:
         parts.append("no batching")
     else:
-        parts.append(f"batches of up to {options.max_batch_size} within {options.max_queue_delay_us / 1000:g} ms")
+        size, delay = options.max_batch_size, f"{options.max_queue_delay_us / 1000:g} ms"
+        if options.policy == "window":
+            parts.append(f"batches of up to {size} in {delay} windows")
+        else:
+            parts.append(f"adaptive batches of up to {size}, none waiting over {delay}")
     if options.max_queue_size:
         parts.append(f"queue of {options.max_queue_size}")
     return ", ".join(parts)

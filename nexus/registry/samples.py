@@ -74,7 +74,7 @@ def signature_from_samples(artifact: Path, fmt: str, samples: Mapping[str, Any])
         if value.ndim == 0 or value.shape[0] != batch:
             raise SignatureError(
                 f"output {name!r} is {list(value.shape)} for a batch of {batch}: its first dimension is not the "
-                "batch; return one row per sample (or give --input/--output and publish with --no-batching)"
+                "batch; return one row per sample (or give --input/--output and publish with --batching none)"
             )
         outputs.append(TensorSpec(name, dtype, [-1, *value.shape[1:]]))
     inputs = [TensorSpec(n, a.dtype.name, [-1, *a.shape[1:]]) for n, a in arrays.items()]

@@ -32,6 +32,19 @@ PARAM_SHA256 = "nexus_sha256"
 PARAM_TORCH_THREADS = "nexus_torch_threads"
 #: "auto" when the instance count was left to NexusML (re-publishing then decides again for the new artifact).
 PARAM_INSTANCES = "nexus_instances"
+#: The batching policy (:data:`POLICIES`) the config was rendered with.
+PARAM_BATCHING = "nexus_batching"
+
+#: How Triton's dynamic batcher forms batches, by the name `--batching` takes.
+#:
+#: - ``adaptive`` (the default): every size from 1 to ``max_batch_size`` is a preferred batch size, so
+#:   a batch goes to a model instance as soon as one is free, holding whatever has queued; while all
+#:   instances are busy, requests keep joining the batch that waits for the next one. The queue
+#:   delay is the most a request can wait, never a wait imposed on an idle server.
+#: - ``window``: no preferred sizes; a batch that is not full waits out the whole queue delay, even
+#:   with every instance idle (Triton's ``GetDynamicBatch`` in ``src/dynamic_batch_scheduler.cc``).
+#: - ``none``: no dynamic batching; requests are executed one at a time and shapes are the model's own.
+POLICIES = ("adaptive", "window", "none")
 
 #: Instances per device when the count is left to NexusML: one batch is gathered, copied and answered
 #: while the other one runs its forward pass (docs/batching.md measures the gain).
@@ -42,11 +55,14 @@ AUTO_ONE_INSTANCE_ABOVE = 1 << 30
 
 @dataclass(frozen=True)
 class ServingOptions:
-    """How a version is served. The defaults are the product's: batches of up to 32 within 50 ms."""
+    """How a version is served. The defaults are the product's: adaptive batches of up to 32, no request
+    waiting more than 50 ms for one (:data:`POLICIES`)."""
 
     max_batch_size: int = 32
     max_queue_delay_us: int = 50_000
     batching: bool = True
+    #: ``adaptive`` or ``window`` (:data:`POLICIES`); only read with ``batching``.
+    policy: str = "adaptive"
     #: Model instances per device; None: automatic (:func:`instance_count`).
     instances: int | None = None
     kind: str = "auto"
@@ -59,13 +75,28 @@ class ServingOptions:
     def validate(self) -> None:
         if self.kind not in KINDS:
             raise SignatureError(f"--kind must be one of {', '.join(KINDS)}, not {self.kind!r}")
+        if self.policy not in POLICIES[:2]:
+            raise SignatureError(f"--batching must be one of {', '.join(POLICIES)}, not {self.policy!r}")
         for name in ("max_batch_size", "max_queue_delay_us", "priority_levels", "max_queue_size"):
             if getattr(self, name) < 0:
                 raise SignatureError(f"--{name.replace('_', '-')} must be 0 or more")
         if (self.instances is not None and self.instances < 1) or self.torch_threads < 1:
             raise SignatureError("--instances and --torch-threads must be at least 1")
         if self.batching and self.max_batch_size < 1:
-            raise SignatureError("--max-batch-size must be at least 1 with batching (or pass --no-batching)")
+            raise SignatureError("--max-batch-size must be at least 1 with batching (or pass --batching none)")
+
+    @property
+    def batching_policy(self) -> str:
+        """What `--batching` would be given to render these options: adaptive, window or none."""
+        return self.policy if self.batching else "none"
+
+    @classmethod
+    def with_policy(cls, policy: str, **fields: Any) -> ServingOptions:
+        """Options for ``--batching POLICY`` (adaptive, window or none), the other fields as given."""
+        name = policy.strip().lower()
+        if name not in POLICIES:
+            raise SignatureError(f"--batching must be one of {', '.join(POLICIES)}, not {policy!r}")
+        return cls(batching=name != "none", policy=name if name != "none" else "adaptive", **fields)
 
 
 def parse_instances(text: str) -> int | None:
@@ -105,7 +136,7 @@ def _tensor(spec: TensorSpec, batched: bool) -> dict[str, Any]:
             # A fixed first dimension other than 1 cannot be a batch: the model was exported for one size.
             raise SignatureError(
                 f"tensor {spec.name!r} has a fixed first dimension {dims[0]}; export the model with a dynamic "
-                "batch dimension, or publish with --no-batching"
+                "batch dimension, or publish with --batching none"
             )
         dims = dims[1:]
     tensor: dict[str, Any] = {"name": spec.name, "data_type": data_type, "dims": dims}
@@ -139,12 +170,15 @@ def render_config(
                 PARAM_COMMIT: version.commit_hash,
                 PARAM_SHA256: version.sha256,
                 PARAM_TORCH_THREADS: str(options.torch_threads),
+                PARAM_BATCHING: options.batching_policy,
                 **({PARAM_INSTANCES: "auto"} if options.instances is None else {}),
             }.items()
         },
     }
     if batched:
         batching: dict[str, Any] = {"max_queue_delay_microseconds": options.max_queue_delay_us}
+        if options.policy == "adaptive":
+            batching["preferred_batch_size"] = list(range(1, options.max_batch_size + 1))
         if options.priority_levels:
             batching["priority_levels"] = options.priority_levels
             batching["default_priority_level"] = (options.priority_levels + 1) // 2
@@ -195,6 +229,7 @@ def read_serving(config: Any) -> tuple[ServingOptions, Signature]:
         max_batch_size=config.max_batch_size if batched else ServingOptions.max_batch_size,
         max_queue_delay_us=batching.max_queue_delay_microseconds if batched else ServingOptions.max_queue_delay_us,
         batching=batched,
+        policy=_policy(config, params.get(PARAM_BATCHING)) if batched else ServingOptions.policy,
         instances=None if params.get(PARAM_INSTANCES) == "auto" else (group.count if group and group.count else 1),
         kind=_KIND_NAMES[model_config_pb2.ModelInstanceGroup.Kind.Name(group.kind)] if group else "auto",
         priority_levels=batching.priority_levels,
@@ -215,3 +250,14 @@ def read_serving(config: Any) -> tuple[ServingOptions, Signature]:
         return TensorSpec(name=tensor.name, dtype=found.name, shape=[-1, *dims] if batched else dims)
 
     return options, Signature(inputs=[spec(t) for t in config.input], outputs=[spec(t) for t in config.output])
+
+
+def _policy(config: Any, recorded: str | None) -> str:
+    """The batching policy of a batched config: as recorded, else from its preferred sizes.
+
+    Configs published before the policy was recorded have no preferred sizes: they are ``window``.
+    """
+    if recorded is not None and recorded in POLICIES[:2]:
+        return recorded
+    every_size = list(range(1, config.max_batch_size + 1))
+    return "adaptive" if list(config.dynamic_batching.preferred_batch_size) == every_size else "window"
