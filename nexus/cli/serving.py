@@ -51,7 +51,13 @@ def publish(
         str, typer.Option(help="Model instances (copies) per device, or auto: 2, or 1 for artifacts over 1 GiB.")
     ] = "auto",
     kind: Annotated[str, typer.Option(help="Where instances run: auto, cpu or gpu.")] = "auto",
-    priority_levels: Annotated[int, typer.Option(help="Request priority levels (0: none).")] = 0,
+    priority_levels: Annotated[
+        int,
+        typer.Option(
+            help="Request priority levels (0: none); 1 is the highest, and requests sent without one get "
+            "the level below the middle (2 of 2, 2 of 3)."
+        ),
+    ] = 0,
     max_queue_size: Annotated[int, typer.Option(help="Refuse requests beyond this queue length (0: no bound).")] = 0,
     warmup: Annotated[bool, typer.Option("--warmup", help="Run a warm-up batch when the model loads.")] = False,
     torch_threads: Annotated[int, typer.Option(help="torch threads per instance.")] = 1,
