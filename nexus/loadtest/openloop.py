@@ -22,8 +22,6 @@ call opens and closes its own sockets and starts no thread: call it as often as 
 from __future__ import annotations
 
 import math
-import time
-from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -33,8 +31,9 @@ import numpy as np
 import numpy.typing as npt
 
 from nexus.errors import LoadTestError
-from nexus.loadtest.pool import Pool, Slot
-from nexus.loadtest.wire import check_response, infer_request, parse_response
+from nexus.loadtest.pool import Pool
+from nexus.loadtest.sender import Sender
+from nexus.loadtest.wire import infer_request
 from nexus.serving.endpoints import http_url
 
 
@@ -192,140 +191,46 @@ def run_open_loop(settings: OpenLoopSettings) -> OpenLoopResult:
         for p in settings.priorities
     ]
     with Pool(host, port, settings.max_connections, settings.timeout) as pool:
-        run = _Run(settings, pool, offsets, classes, bodies)
-        run.drive()
-        return run.result()
-
-
-class _Run:
-    """The state of one run: per request, its due, sent and answered times (0: not yet) or its error."""
-
-    def __init__(
-        self, settings: OpenLoopSettings, pool: Pool, offsets: list[int], classes: list[int], bodies: list[bytes]
-    ) -> None:
-        self.settings, self.pool, self.classes, self.bodies = settings, pool, classes, bodies
         pool.open_initial(min(settings.max_connections, 4))
-        self.start = time.perf_counter_ns() + 5_000_000
-        self.due = [self.start + o for o in offsets]
-        self.sent = [0] * len(offsets)
-        self.done = [0] * len(offsets)
-        self.errors: dict[int, str] = {}
-        self.timeout_ns = int(settings.timeout * 1e9)
+        sender = Sender(pool, offsets, classes, bodies, settings.output_bytes, settings.timeout)
+        sender.drive()
+    return _result(settings, sender, pool.most)
 
-    def fail(self, r: int, message: str) -> None:
-        self.errors[r] = message
 
-    def drive(self) -> None:
-        now, pool, due, n = time.perf_counter_ns, self.pool, self.due, len(self.due)
-        pending: deque[int] = deque()
-        i = sweep = 0
-        while i < n or pending or pool.busy:
-            t = now()
-            while i < n and due[i] <= t:
-                pending.append(i)
-                i += 1
-            while pending:
-                try:
-                    slot = pool.acquire()
-                except OSError as e:
-                    self.fail(pending.popleft(), f"cannot connect to {pool.host}:{pool.port}: {e}")
-                    continue
-                if slot is None:
-                    break
-                self.send(slot, pending.popleft())
-            if t >= sweep:
-                self.expire(pending, t)
-                sweep = t + 10_000_000
-            wait = min(due[i] - now() if i < n else 10_000_000, 10_000_000)
-            events = pool.poll(wait // 1_000_000 / 1000 if wait >= 1_000_000 else 0.0)
-            if not events and 0 < wait < 1_000_000:
-                time.sleep(wait / 1e9)  # epoll waits in whole milliseconds; the rest is slept
-            for fd, _ in events:
-                self.receive(fd)
-
-    def send(self, slot: Slot, r: int) -> None:
-        slot.request = r
-        self.sent[r] = time.perf_counter_ns()
-        try:
-            slot.sock.sendall(self.bodies[self.classes[r]])
-        except OSError as e:
-            self.fail(r, f"cannot send: {e}")
-            self.pool.discard(slot)
-
-    def receive(self, fd: int) -> None:
-        slot = self.pool.slots.get(fd)
-        if slot is None:
-            return
-        r = slot.request
-        try:
-            chunk = slot.sock.recv(1 << 20)
-            slot.buffer += chunk
-            response = parse_response(slot.buffer) if chunk else None
-        except (OSError, LoadTestError) as e:
-            chunk, message = b"", str(e)
-        else:
-            message = "the server closed the connection"
-        if not chunk:
-            if r >= 0:
-                self.fail(r, message)
-            self.pool.discard(slot)
-            return
-        if response is None:
-            return
-        t = time.perf_counter_ns()
-        problem = check_response(slot.buffer, response, self.settings.output_bytes)
-        slot.buffer = slot.buffer[response.end :]
-        if r < 0:  # an answer nobody asked for: the connection is out of step
-            self.pool.discard(slot)
-            return
-        if problem is None:
-            self.done[r] = t
-        else:
-            self.fail(r, problem)
-        self.pool.release(slot)
-
-    def expire(self, pending: deque[int], t: int) -> None:
-        """Requests still unanswered ``timeout`` after their time are errors; their connections are closed."""
-        while pending and self.due[pending[0]] + self.timeout_ns <= t:
-            self.fail(pending.popleft(), f"not sent within {self.settings.timeout:g}s: no connection came free")
-        for slot in [s for s in self.pool.busy if self.due[s.request] + self.timeout_ns <= t]:
-            self.fail(slot.request, f"no answer within {self.settings.timeout:g}s of its scheduled time")
-            self.pool.discard(slot)
-
-    def result(self) -> OpenLoopResult:
-        s = self.settings
-        first = self.start + int(s.warmup * 1e9)
-        end = first + int(s.duration * 1e9)
-        measured = [r for r, d in enumerate(self.due) if d >= first]
-        late_ns = [self.sent[r] - self.due[r] for r in measured if self.sent[r]]
-        answered = [r for r in measured if self.done[r]]
-        errors = [r for r in measured if r in self.errors]
-        classes = []
-        if s.mix:
-            for c, priority in enumerate(s.priorities):
-                mine = [r for r in measured if self.classes[r] == c]
-                classes.append(
-                    ClassResult(
-                        priority,
-                        len(mine),
-                        sum(1 for r in mine if self.done[r]),
-                        sum(1 for r in mine if r in self.errors),
-                        Latency.of([self.done[r] - self.due[r] for r in mine if self.done[r]]),
-                    )
+def _result(settings: OpenLoopSettings, run: Sender, connections: int) -> OpenLoopResult:
+    s = settings
+    first = run.start + int(s.warmup * 1e9)
+    end = first + int(s.duration * 1e9)
+    measured = [r for r, d in enumerate(run.due) if d >= first]
+    late_ns = [run.sent[r] - run.due[r] for r in measured if run.sent[r]]
+    answered = [r for r in measured if run.done[r]]
+    errors = [r for r in measured if r in run.errors]
+    classes = []
+    if s.mix:
+        for c, priority in enumerate(s.priorities):
+            mine = [r for r in measured if run.classes[r] == c]
+            classes.append(
+                ClassResult(
+                    priority,
+                    len(mine),
+                    sum(1 for r in mine if run.done[r]),
+                    sum(1 for r in mine if r in run.errors),
+                    Latency.of([run.done[r] - run.due[r] for r in mine if run.done[r]]),
                 )
-        return OpenLoopResult(
-            offered_rate=s.rate,
-            achieved_rate=sum(1 for d in self.done if first <= d <= end) / s.duration,
-            duration=s.duration,
-            scheduled=len(measured),
-            sent=len(late_ns),
-            completed=len(answered),
-            late=sum(1 for late in late_ns if late > s.late_ms * 1e6),
-            max_late_ms=max(late_ns, default=0) / 1e6,
-            errors=len(errors),
-            first_error=self.errors[errors[0]] if errors else None,
-            latency=Latency.of([self.done[r] - self.due[r] for r in answered]),
-            send_latency=Latency.of([self.done[r] - self.sent[r] for r in answered]),
-            connections=self.pool.most,
-            classes=classes,
-        )
+            )
+    return OpenLoopResult(
+        offered_rate=s.rate,
+        achieved_rate=sum(1 for d in run.done if first <= d <= end) / s.duration,
+        duration=s.duration,
+        scheduled=len(measured),
+        sent=len(late_ns),
+        completed=len(answered),
+        late=sum(1 for late in late_ns if late > s.late_ms * 1e6),
+        max_late_ms=max(late_ns, default=0) / 1e6,
+        errors=len(errors),
+        first_error=run.errors[errors[0]] if errors else None,
+        latency=Latency.of([run.done[r] - run.due[r] for r in answered]),
+        send_latency=Latency.of([run.done[r] - run.sent[r] for r in answered]),
+        connections=connections,
+        classes=classes,
+    )
