@@ -48,10 +48,11 @@ def test_an_open_loop_run_prints_offered_and_achieved_rate_and_tritons_split(ser
 
     assert result.returncode == 0, result.stdout + result.stderr
     header = result.stdout.splitlines()[result.stdout.splitlines().index("m: open loop") + 1].split()
-    assert header[:4] == ["offered", "req/s", "achieved", "req/s"]
-    offered, achieved, requests, late, _max_late, errors, p50, p90, p99, _ = row(result.stdout, "m: open loop")
+    assert header[:6] == ["offered", "req/s", "scheduled", "req/s", "achieved", "req/s"]
+    offered, scheduled, achieved, requests, late, _, errors, p50, p90, p99, _ = row(result.stdout, "m: open loop")
     assert float(offered) == 50.0
-    assert float(achieved) == pytest.approx(int(requests) / 3, rel=0.2)
+    assert float(scheduled) == pytest.approx(int(requests) / 3, abs=0.1)
+    assert float(achieved) == pytest.approx(float(scheduled), rel=0.2)
     assert 90 <= int(requests) <= 210  # Poisson around 150
     assert errors == "0"
     assert int(late) <= int(requests) * 0.1
@@ -86,7 +87,7 @@ def test_a_priority_mix_reports_each_class(server: TritonServer) -> None:
     classes = {cells[0]: cells for cells in (line.split() for line in lines[start + 2 : start + 4])}
     assert set(classes) == {"default", "1"}
     assert all(cells[2] == "0" for cells in classes.values())  # no errors
-    total = int(row(result.stdout, "m: open loop")[2])
+    total = int(row(result.stdout, "m: open loop")[3])
     assert int(classes["default"][1]) + int(classes["1"][1]) == total
     assert int(classes["1"][1]) < int(classes["default"][1])
 
@@ -104,7 +105,7 @@ def test_errors_are_reported_and_the_command_fails(server: TritonServer) -> None
 
     assert result.returncode == 1, result.stdout + result.stderr
     assert "Traceback" not in result.stderr
-    errors = int(row(result.stdout, "m: open loop")[5])
+    errors = int(row(result.stdout, "m: open loop")[6])
     assert errors > 0
     assert re.search(rf"{errors} errors, the first: HTTP 4\d\d: .*m", result.stdout), result.stdout
     assert "Triton's statistics are unavailable after the run" in result.stdout

@@ -187,11 +187,12 @@ def print_triton(t: ModelCounters | str) -> None:
 def print_rate_report(report: RateReport) -> None:
     out, r = stdout(), report.result
     table = Table(title=f"{report.settings.model}: open loop", box=None, header_style="bold", title_justify="left")
-    columns = ("offered req/s", "achieved req/s", "requests", "late", "max late ms", "errors")
+    columns = ("offered req/s", "scheduled req/s", "achieved req/s", "requests", "late", "max late ms", "errors")
     for column in (*columns, "p50 ms", "p90 ms", "p99 ms", "max ms"):
         table.add_column(column, justify="right")
     table.add_row(
         f"{r.offered_rate:.1f}",
+        f"{r.scheduled_rate:.1f}",
         f"{r.achieved_rate:.1f}",
         str(r.scheduled),
         str(r.late),

@@ -159,6 +159,11 @@ class OpenLoopResult:
     def ok(self) -> bool:
         return self.errors == 0
 
+    @property
+    def scheduled_rate(self) -> float:
+        """The rate the seeded draw gave (Poisson: around ``offered_rate``); ``achieved_rate`` compares to it."""
+        return self.scheduled / self.duration
+
 
 def schedule(settings: OpenLoopSettings) -> tuple[list[int], list[int]]:
     """The seeded arrival times (ns from the start, warm-up included) and each request's class index."""
