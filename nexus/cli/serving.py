@@ -186,6 +186,10 @@ def predict(
     output_dir: Annotated[
         Path | None, typer.Option("--output-dir", "-o", help="Write each output to DIR/NAME.npy.")
     ] = None,
+    priority: Annotated[
+        int | None,
+        typer.Option(help="Triton request priority: 1 is the highest (publish --priority-levels); 0: the default."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Send one request to a served model and print (or save) its outputs.
@@ -198,7 +202,8 @@ def predict(
 
     if bool(inputs) == random:
         raise PredictError("give --input NAME=FILE.npy (one per input) or --random, not both or neither")
-    outputs = send(model_name, load_inputs(inputs) if inputs else None, server=server, protocol=protocol)
+    arrays = load_inputs(inputs) if inputs else None
+    outputs = send(model_name, arrays, server=server, protocol=protocol, priority=priority)
     if as_json:
         typer.echo(
             json.dumps(
