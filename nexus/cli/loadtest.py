@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from datetime import UTC
 from pathlib import Path
@@ -14,7 +13,7 @@ from rich.table import Table
 
 from nexus.cli.context import handles_errors, project
 from nexus.cli.options import JsonOpt, ModelArg, ProtocolOpt
-from nexus.cli.output import stdout
+from nexus.cli.output import stdout, to_json
 from nexus.errors import NexusError
 from nexus.serving.endpoints import DEFAULT_HTTP
 
@@ -74,7 +73,7 @@ def loadtest(
         str | None,
         typer.Option(
             help="With --rate: SHARE%:PRIORITY[,...]; e.g. 5%:1 sends 5% of the requests (at random) at priority 1, "
-            "the rest at --priority or the model's default level (publish --priority-levels N makes it (N+1)//2)."
+            "the rest at --priority or the model's default level (publish --priority-levels N makes it N//2+1)."
         ),
     ] = None,
     as_json: JsonOpt = False,
@@ -116,7 +115,7 @@ def loadtest(
         with stdout().status(f"Sending {rate:g} requests/s to {model_name} on {settings.server} (open loop)..."):
             rate_report = run_rate_test(settings)
         if as_json:
-            typer.echo(json.dumps(asdict(rate_report), default=str, indent=2))
+            typer.echo(to_json(asdict(rate_report)))
         else:
             print_rate_report(rate_report)
         if rate_report.result.errors:
@@ -130,7 +129,7 @@ def loadtest(
     with stdout().status(f"Load-testing {model_name} on {settings.server} over {protocol}: {what}..."):
         report = run_loadtest(settings, datetime.now(UTC).strftime("%Y%m%d-%H%M%S"))
     if as_json:
-        typer.echo(json.dumps(asdict(report), default=str, indent=2))
+        typer.echo(to_json(asdict(report)))
     else:
         print_loadtest(report)
     if report.failures:
