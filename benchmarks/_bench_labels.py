@@ -8,6 +8,7 @@ CONFIG_LABELS = {
     "window": "50 ms window (the seed's default)",
     "delay0": "window, delay 0",
     "adaptive": "adaptive, 50 ms bound (the default)",
+    "adaptive0": "adaptive, delay 0",
     "prio": "adaptive, 2 priority levels",
 }
 

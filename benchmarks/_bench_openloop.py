@@ -26,6 +26,12 @@ FRACTIONS = (0.02, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
 QUICK_FRACTIONS = (0.05, 0.5, 1.0)
 #: The share of the priority row's requests sent at the top priority.
 TOP_SHARE = 0.05
+#: The priority row's offered rate over the capacity. Priorities only reorder what waits in Triton's
+#: queue, and at the capacity itself the queue rarely holds more than the next batch (then everyone is
+#: in it, whatever its priority): the row overloads the server so that a backlog builds, and lets the
+#: client open enough connections that the backlog waits in Triton, not in the client.
+PRIORITY_LOAD = 1.3
+PRIORITY_CONNECTIONS = 4096
 
 
 @dataclass
@@ -72,7 +78,7 @@ class PriorityRow:
 
     def summary(self) -> str:
         return (
-            f"{self.model:4} {self.config:14} saturated {self.offered:7,.0f} req/s offered, {self.achieved:7,.0f} "
+            f"{self.model:4} {self.config:14} overloaded {self.offered:7,.0f} req/s offered, {self.achieved:7,.0f} "
             f"achieved  top {TOP_SHARE:.0%} p99 {self.top_p99:8.2f} ms  rest p99 {self.rest_p99:8.2f} ms  "
             f"errors {self.errors}"
         )
@@ -138,12 +144,13 @@ def measure_open(
 def measure_priority(
     server: TritonServer, reference: Reference, config: str, rate: float, warmup: float, seconds: float, top: bool
 ) -> PriorityRow:
-    """A saturated run with :data:`TOP_SHARE` of the requests marked: at priority 1 when ``top``, else
-    with no priority at all (the control: the same share, the same schedule)."""
+    """An overloaded run (:data:`PRIORITY_LOAD` times ``rate``) with :data:`TOP_SHARE` of the requests
+    marked: at priority 1 when ``top``, else with no priority at all (the control: the same share, the
+    same schedule)."""
     model = f"{reference.name}_{config}"
-    base = _settings(server, reference, model, rate, warmup, seconds)
+    base = _settings(server, reference, model, rate * PRIORITY_LOAD, warmup, seconds)
     marked = PriorityShare(TOP_SHARE, 1 if top else 0)
-    settings = replace(base, mix=(marked,))
+    settings = replace(base, mix=(marked,), max_connections=PRIORITY_CONNECTIONS)
     result = run_open_loop(settings)
     top_class, rest = _classes(result)
     row = PriorityRow(

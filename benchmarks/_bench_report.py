@@ -9,7 +9,7 @@ from pathlib import Path
 from _bench_client import StatsDelta
 from _bench_cpu import CpuUse
 from _bench_labels import label
-from _bench_openloop import TOP_SHARE, OpenRow, PriorityRow
+from _bench_openloop import PRIORITY_LOAD, TOP_SHARE, OpenRow, PriorityRow
 from _bench_profile import ExecuteTotals
 from _bench_targets import targets
 
@@ -127,9 +127,10 @@ def _open_table(rows: list[OpenRow]) -> list[str]:
 
 def _priority_table(rows: list[PriorityRow]) -> list[str]:
     lines = [
-        f"Priorities at saturation: the same open-loop schedule, {TOP_SHARE:.0%} of the requests marked. With "
-        "2 priority levels they are sent at priority 1 and the rest get the default level 2; without "
-        "priorities the same share is only counted apart:",
+        f"Priorities under overload ({PRIORITY_LOAD:g}x the capacity, so that a backlog builds in Triton's queue): "
+        f"the same open-loop schedule, {TOP_SHARE:.0%} of the requests marked. With 2 priority levels they are "
+        "sent at priority 1 and the rest get the default level 2; without priorities the same share is only "
+        "counted apart:",
         "",
         "| config | offered req/s | achieved | marked share p99 ms | the rest p99 ms | errors |",
         "|---|---:|---:|---:|---:|---:|",

@@ -95,7 +95,7 @@ def targets(
     control = next((r for r in priority if r.config == DEFAULT), None)
     if marked and control:
         lines.append(
-            f"- priorities at saturation: the top-priority share's p99 {marked.top_p99:.1f} ms against "
+            f"- priorities under overload: the top-priority share's p99 {marked.top_p99:.1f} ms against "
             f"{marked.rest_p99:.1f} ms for the rest, and {control.top_p99:.1f} ms for the same share with no "
             "priorities"
         )

@@ -18,6 +18,7 @@ per config and published that way into one model repository, served by one Trito
 - ``window``: the seed's default, batches of up to 32 that wait out ``max_queue_delay_microseconds: 50000``;
 - ``delay0``: the same with ``max_queue_delay_microseconds: 0``;
 - ``adaptive``: NexusML's default, every size preferred with the 50 ms as a bound (``--batching adaptive``);
+- ``adaptive0``: the same with delay 0 (Triton then closes each batch as it is formed, see docs/batching.md);
 - ``tunedNms``: with ``--tuned FILE``, the options `nexus tune` picked for p99 ≤ N ms (the JSON
   ``{"mlp": {"5": {ServingOptions fields}, ...}, ...}`` that ``bench_tune.py`` writes);
 - ``prio``: the default with 2 priority levels, for the priority row only.
@@ -33,8 +34,8 @@ sets it), each with one torch thread. For each model:
 2. **Open loop** (``_bench_openloop.py``): the capacity is the best closed-loop throughput at the
    highest concurrency; every batching config is driven with Poisson arrivals at shares of it, from
    2 % up to saturation, latency counted from each request's scheduled send time.
-3. **Priorities**: at the capacity rate, 5 % of the requests at priority 1 on ``prio``, against the
-   same schedule on ``adaptive`` (no priorities).
+3. **Priorities**: at 1.3x the capacity (a backlog builds), 5 % of the requests at priority 1 on
+   ``prio``, against the same schedule on ``adaptive`` (no priorities).
 
 The in-process forward throughput at batch 1 and 32 (one torch thread, ``torch.inference_mode()``,
 best of three) is the limit; efficiency is served requests/s over the in-process samples/s at batch
@@ -51,6 +52,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import socket
 import subprocess
 import sys
@@ -85,6 +87,7 @@ CONFIGS = {
     "window": ServingOptions(policy="window"),
     "delay0": ServingOptions(max_queue_delay_us=0, policy="window"),
     "adaptive": ServingOptions(),
+    "adaptive0": ServingOptions(max_queue_delay_us=0),
 }
 #: Published beside the others for the priority row only.
 PRIORITY_CONFIG = "prio"
@@ -321,8 +324,17 @@ def run_model(
         )
 
 
+def more_open_files() -> None:
+    """Raise this process's (and so Triton's) open-file limit: the priority row opens thousands of sockets."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 16384 if hard == resource.RLIM_INFINITY else min(hard, 16384)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    more_open_files()
     models = args.models or (["mlp"] if args.quick else ["mlp", "cnn"])
     warmup = args.warmup or (0.5 if args.quick else 2.0)
     seconds = args.seconds or (2.0 if args.quick else 6.0)

@@ -22,6 +22,7 @@ CONFIGS = [
     "50 ms window (the seed's default)",
     "window, delay 0",
     "adaptive, 50 ms bound (the default)",
+    "adaptive, delay 0",
 ]
 QUICK_CONCURRENCY = [1, 32]
 QUICK_SHARES = ["5%", "50%", "100%"]
@@ -72,7 +73,7 @@ def test_quick_bench_reports_every_config_and_concurrency_with_batches_formed(tm
     priority = table_rows(markdown, ("config", "offered req/s", "achieved", "marked share p99 ms"))
     assert [r[0] for r in priority] == ["adaptive, 2 priority levels", "adaptive, 50 ms bound (the default)"]
     for target in ("open loop below saturation", "saturated (closed loop, concurrency 32)",
-                   "closed loop at concurrency 1", "concurrency 32:", "priorities at saturation"):  # fmt: skip
+                   "closed loop at concurrency 1", "concurrency 32:", "priorities under overload"):  # fmt: skip
         assert f"- {target}" in markdown, target
     assert (tmp_path / "batching.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
 
