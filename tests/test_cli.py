@@ -256,3 +256,19 @@ def test_json_output_is_strict_json_with_nan_as_null() -> None:
 
     text = to_json({"latency": asdict(Latency.of([])), "rates": (1.5, float("inf"))})
     assert json.loads(text) == {"latency": {"p50": None, "p90": None, "p99": None, "max": None}, "rates": [1.5, None]}
+
+
+def test_publish_says_how_each_batching_policy_serves() -> None:
+    from nexus.cli.tables import serving_summary
+    from nexus.registry.metadata import ModelVersion
+    from nexus.serving.model_config import ServingOptions
+
+    v = ModelVersion("m", 1, "a" * 40, "x", True, "b" * 64, 10, "torchscript", "t", "me")
+    assert serving_summary(ServingOptions(), v) == "2 instances (auto), adaptive batches of up to 32"
+    assert serving_summary(ServingOptions(max_queue_delay_us=0, instances=1), v) == (
+        "1 instance, adaptive batches of up to 32, closed as formed (delay 0)"
+    )
+    assert serving_summary(ServingOptions.with_policy("window", max_batch_size=8), v) == (
+        "2 instances (auto), batches of up to 8 in 50 ms windows"
+    )
+    assert serving_summary(ServingOptions.with_policy("none"), v) == "2 instances (auto), no batching"

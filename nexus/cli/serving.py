@@ -37,7 +37,11 @@ def publish(
     repository: RepositoryOpt = None,
     max_batch_size: Annotated[int, typer.Option(help="Largest batch Triton forms.")] = 32,
     max_queue_delay_us: Annotated[
-        int, typer.Option(help="The most a request waits for a batch (with --batching window: always).")
+        int,
+        typer.Option(
+            help="window: how long each batch waits to fill. adaptive: never waited on; 0 stops a batch that "
+            "waits for an instance from growing."
+        ),
     ] = 50_000,
     batching: Annotated[
         str,

@@ -55,7 +55,7 @@ def history_table(events: list[HistoryEvent]) -> Table:
 def serving_summary(options: ServingOptions, version: ModelVersion) -> str:
     """One line on how a published version is served.
 
-    E.g. "2 instances (auto), adaptive batches of up to 32, none waiting over 50 ms".
+    E.g. "2 instances (auto), adaptive batches of up to 32".
     """
     from nexus.serving.model_config import instance_count
 
@@ -64,11 +64,12 @@ def serving_summary(options: ServingOptions, version: ModelVersion) -> str:
     if not options.batching:
         parts.append("no batching")
     else:
-        size, delay = options.max_batch_size, f"{options.max_queue_delay_us / 1000:g} ms"
+        size, delay_us = options.max_batch_size, options.max_queue_delay_us
+        delay = f"{delay_us / 1000:g} ms"
         if options.policy == "window":
             parts.append(f"batches of up to {size} in {delay} windows")
         else:
-            parts.append(f"adaptive batches of up to {size}, none waiting over {delay}")
+            parts.append(f"adaptive batches of up to {size}" + (", closed as formed (delay 0)" if not delay_us else ""))
     if options.max_queue_size:
         parts.append(f"queue of {options.max_queue_size}")
     return ", ".join(parts)

@@ -39,8 +39,10 @@ PARAM_BATCHING = "nexus_batching"
 #:
 #: - ``adaptive`` (the default): every size from 1 to ``max_batch_size`` is a preferred batch size, so
 #:   a batch goes to a model instance as soon as one is free, holding whatever has queued; while all
-#:   instances are busy, requests keep joining the batch that waits for the next one. The queue
-#:   delay is the most a request can wait, never a wait imposed on an idle server.
+#:   instances are busy, requests keep joining the batch that waits for the next one. A request waits
+#:   for an instance, never for the delay: Triton waits on it only when no preferred size matches.
+#:   It stays non-zero because with 0 Triton closes each batch as it forms it (``payload_saturated_``),
+#:   so a batch waiting for an instance stops growing.
 #: - ``window``: no preferred sizes; a batch that is not full waits out the whole queue delay, even
 #:   with every instance idle (Triton's ``GetDynamicBatch`` in ``src/dynamic_batch_scheduler.cc``).
 #: - ``none``: no dynamic batching; requests are executed one at a time and shapes are the model's own.
@@ -55,8 +57,8 @@ AUTO_ONE_INSTANCE_ABOVE = 1 << 30
 
 @dataclass(frozen=True)
 class ServingOptions:
-    """How a version is served. The defaults are the product's: adaptive batches of up to 32, no request
-    waiting more than 50 ms for one (:data:`POLICIES`)."""
+    """How a version is served. The defaults are the product's: adaptive batches of up to 32, sent as
+    soon as an instance is free, with the design's 50 ms delay kept for ``--batching window`` (:data:`POLICIES`)."""
 
     max_batch_size: int = 32
     max_queue_delay_us: int = 50_000
