@@ -30,7 +30,7 @@ from nexus.tune.report import write_report
 from nexus.tune.results import Machine, Spread, TuneResult
 from nexus.tune.search import Point, hill_climb
 from nexus.tune.session import SearchShape, Session, TuneHooks
-from nexus.tune.space import FULL_SPACE, QUICK_SPACE, Space, canonical, options_at, start_point
+from nexus.tune.space import FULL_SPACE, QUICK_SPACE, Space, canonical, grid, options_at, start_point
 from nexus.tune.target import Target
 
 #: Measurements of the winner in all: the search's, and this many less one again.
@@ -48,6 +48,9 @@ class TuneSettings:
         seconds: each rate window (default 2 s, quick 1 s), after a quarter of it as warm-up.
         apply_to: a running server to hot-swap the winner into (`nexus publish` with the winner's options).
         space: another grid (benchmarks, tests).
+        exhaustive: measure every configuration of the grid, each with the full rate search (a benchmark's
+            reference; the budget still applies), instead of climbing.
+        reruns: measurements of the winner after the search's (2: three in all).
     """
 
     model: str
@@ -63,12 +66,16 @@ class TuneSettings:
     space: Space | None = None
     min_gain: float = 0.05
     tritonserver: Path | None = None
+    exhaustive: bool = False
+    reruns: int = MEASUREMENTS - 1
 
     def check(self) -> None:
         validate_model_name(self.model)
         check_percentile(self.target.percentile)
         if self.budget is not None and not self.budget > 0:
             raise TuneError("the budget must be positive; write e.g. --budget 10m")
+        if self.reruns < 0:
+            raise TuneError("reruns must be 0 or more")
         if self.seconds is not None and not self.seconds > 0:
             raise TuneError("the window must be positive")
 
@@ -105,6 +112,9 @@ def tune(project: Project, settings: TuneSettings, hooks: TuneHooks | None = Non
     space, target = settings.grid, settings.target
     start = start_point(space, target, base, version)
     date = datetime.now(UTC)
+    out = settings.out or project.root / ".nexus" / "tune"
+    report = out / settings.model / date.strftime("%Y%m%dT%H%M%SZ")
+    report.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="nexus-tune-") as tmp:
         folder = Path(tmp) / "repository"
         first = options_at(base, canonical(start, space, target))
@@ -119,31 +129,36 @@ def tune(project: Project, settings: TuneSettings, hooks: TuneHooks | None = Non
             grpc_port=grpc_port,
             metrics_port=metrics_port,
             load_models=[settings.model],
-            log_file=Path(tmp) / "triton.log",
+            log_file=report / "triton.log",  # kept with the report
             binary=settings.tritonserver,
         )
         with server:
             hooks.started(server.url)
             artifact = Path(published.files[1]).name
             candidates = Candidates(server.url, folder, version, signature.signature, artifact, published.config_text)
-            session = Session(candidates, Workload.of(signature.signature), target, settings.shape(), deadline, hooks)
+            workload = Workload.of(signature.signature)
+            session = Session(candidates, workload, target, settings.shape(), deadline, hooks, server)
 
             def score(point: Point) -> float:
                 best = max((e.served for e in session.evaluations), default=0.0)
                 beat = best * (1 + settings.min_gain) if best > 0 else None
                 return session.evaluate(options_at(base, point), beat).served
 
-            climb = hill_climb(
-                space,
-                start,
-                score,
-                min_gain=settings.min_gain,
-                keep_going=lambda: session.time_for_another(MEASUREMENTS - 1),
-                canonical=lambda p: canonical(p, space, target),
-            )
-            by_options = {e.options: e for e in session.evaluations}
-            winner = by_options[options_at(base, climb.best)]
-            reruns = [session.remeasure(winner) for _ in range(MEASUREMENTS - 1)] if winner.served > 0 else []
+            if settings.exhaustive:
+                stopped = _every_point(session, base, space, target, settings.reruns)
+                winner = max(session.evaluations, key=lambda e: e.served)
+            else:
+                climb = hill_climb(
+                    space,
+                    start,
+                    score,
+                    min_gain=settings.min_gain,
+                    keep_going=lambda: session.time_for_another(settings.reruns),
+                    canonical=lambda p: canonical(p, space, target),
+                )
+                by_options = {e.options: e for e in session.evaluations}
+                winner, stopped = by_options[options_at(base, climb.best)], climb.stopped
+            reruns = [session.remeasure(winner) for _ in range(settings.reruns)] if winner.served > 0 else []
     others = [e for e in session.evaluations if e.options != winner.options]
     result = TuneResult(
         model=settings.model,
@@ -154,13 +169,12 @@ def tune(project: Project, settings: TuneSettings, hooks: TuneHooks | None = Non
         reruns=reruns,
         spread=Spread((winner.served, *(r.served for r in reruns))),
         runner_up=max(others, key=lambda e: e.served) if others else None,
-        stopped=climb.stopped,
+        stopped=stopped,
         elapsed_s=time.monotonic() - began,
         machine=Machine.this(),
         date=date.strftime("%Y-%m-%dT%H:%M:%SZ"),
     )
-    out = settings.out or project.root / ".nexus" / "tune"
-    result.report, result.files = write_report(result, out / settings.model / date.strftime("%Y%m%dT%H%M%SZ"))
+    result.report, result.files = write_report(result, report)
     if winner.served <= 0:
         raise TargetUnreachableError(
             f"no configuration served {target} with zero errors, even at 2% of its capacity; "
@@ -176,6 +190,19 @@ def tune(project: Project, settings: TuneSettings, hooks: TuneHooks | None = Non
         )
         result.applied = applied.server
     return result
+
+
+def _every_point(session: Session, base: ServingOptions, space: Space, target: Target, reruns: int) -> str:
+    """Evaluate the whole grid (the start first), each with the full search; why it stopped."""
+    points = grid(space, target)
+    for point in points:
+        options = options_at(base, point)
+        if any(e.options == options for e in session.evaluations):
+            continue
+        if session.evaluations and not session.time_for_another(reruns):
+            return "budget"
+        session.evaluate(options)
+    return "exhaustive"
 
 
 def _tuned(project: Project, result: TuneResult) -> dict[str, object]:

@@ -6,9 +6,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from nexus.errors import TuneError
+from nexus.errors import TritonUnreachableError, TuneError
 from nexus.registry.metadata import ModelVersion
 from nexus.serving.model_config import ServingOptions
+from nexus.serving.server import TritonServer
 from nexus.tune.probe import Candidates, Windows, Workload, burst_connections, measure_rate
 from nexus.tune.rates import Probe, estimate_capacity, passes, rate_search
 from nexus.tune.results import Evaluation
@@ -55,9 +56,10 @@ class Session:
         shape: SearchShape,
         deadline: float,
         hooks: TuneHooks,
+        server: TritonServer | None = None,
     ) -> None:
         self.candidates, self.workload, self.target, self.shape = candidates, workload, target, shape
-        self.deadline, self.hooks = deadline, hooks
+        self.deadline, self.hooks, self.server = deadline, hooks, server
         self.evaluations: list[Evaluation] = []
 
     @property
@@ -68,7 +70,17 @@ class Session:
         return passes(probe, self.target.ms)
 
     def _probe(self, rate: float, windows: Windows, connections: int = 256) -> Probe:
-        probe = measure_rate(
+        try:
+            probe = self._measure(rate, windows, connections)
+        except TritonUnreachableError as e:
+            if self.server is not None and not self.server.is_alive():
+                raise TuneError(f"the tuner's tritonserver exited while measuring: {self.server.errors(3)}") from e
+            raise
+        self.hooks.probed(probe)
+        return probe
+
+    def _measure(self, rate: float, windows: Windows, connections: int) -> Probe:
+        return measure_rate(
             self.candidates.url,
             self.version.model_name,
             self.workload,
@@ -78,8 +90,6 @@ class Session:
             connections,
             late_ms=max(1.0, self.target.ms / 4),
         )
-        self.hooks.probed(probe)
-        return probe
 
     def evaluate(self, options: ServingOptions, beat: float | None = None) -> Evaluation:
         """Apply ``options`` and find the rate they serve under the target.
