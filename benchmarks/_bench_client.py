@@ -7,55 +7,26 @@ then the raw input bytes), is sent again and again on ``concurrency`` blocking s
 thread waits on ``epoll`` for any of them to become readable, reads the response, checks it and sends
 the next request on that socket at once. Each response must have status 200 and exactly the expected
 number of output bytes after its JSON header; anything else is an error, and a run with errors fails.
+The wire format and those checks are :mod:`nexus.loadtest.wire`, shared with the open-loop client.
 """
 
 from __future__ import annotations
 
-import json
 import select
 import socket
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
+from nexus.loadtest.wire import DATATYPES, check_response, infer_request, parse_response
 from nexus.serving.admin import ModelCounters
-from nexus.tensors import DTYPES
 
-#: numpy dtype names -> KServe v2 data types.
-DATATYPES = {d.numpy: d.triton for d in DTYPES.values() if d.numpy}
+__all__ = ["DATATYPES", "BenchError", "ClosedLoopClient", "LoadResult", "StatsDelta", "infer_request"]
 
 
 class BenchError(RuntimeError):
     """The server answered something other than the expected inference result."""
-
-
-def infer_request(host: str, port: int, model: str, inputs: dict[str, npt.NDArray[Any]], outputs: list[str]) -> bytes:
-    """The bytes of one KServe v2 inference request with binary inputs and binary outputs."""
-    header = {
-        "inputs": [
-            {
-                "name": name,
-                "shape": list(value.shape),
-                "datatype": DATATYPES[str(value.dtype)],
-                "parameters": {"binary_data_size": value.nbytes},
-            }
-            for name, value in inputs.items()
-        ],
-        "outputs": [{"name": name, "parameters": {"binary_data": True}} for name in outputs],
-    }
-    json_part = json.dumps(header, separators=(",", ":")).encode()
-    body = json_part + b"".join(np.ascontiguousarray(v).tobytes() for v in inputs.values())
-    head = (
-        f"POST /v2/models/{model}/infer HTTP/1.1\r\n"
-        f"Host: {host}:{port}\r\n"
-        "Content-Type: application/octet-stream\r\n"
-        f"Inference-Header-Content-Length: {len(json_part)}\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
-    )
-    return head.encode() + body
 
 
 @dataclass
@@ -87,27 +58,6 @@ class _Connection:
         self.sent_ns = 0
 
 
-def _parse(buffer: bytes) -> tuple[int, int, int, int] | None:
-    """(status, header end, content length, inference header length) once a whole response is in."""
-    end = buffer.find(b"\r\n\r\n")
-    if end < 0:
-        return None
-    head = buffer[:end].decode("latin-1").lower()
-    status = int(head[9:12])
-    length = inference = -1
-    for line in head.split("\r\n")[1:]:
-        key, _, value = line.partition(":")
-        if key == "content-length":
-            length = int(value)
-        elif key == "inference-header-content-length":
-            inference = int(value)
-    if length < 0:
-        raise BenchError(f"response without Content-Length: {head!r}")
-    if len(buffer) < end + 4 + length:
-        return None
-    return status, end + 4, length, inference
-
-
 class ClosedLoopClient:
     """``concurrency`` connections, each sending its next request as soon as its previous one is answered."""
 
@@ -131,14 +81,6 @@ class ClosedLoopClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _check(self, c: _Connection, parsed: tuple[int, int, int, int]) -> str | None:
-        status, start, length, inference = parsed
-        if status != 200:
-            return f"HTTP {status}: {c.buffer[start : start + length].decode(errors='replace')[:300]}"
-        if inference < 0 or length - inference != self.output_bytes:
-            return f"expected {self.output_bytes} output bytes, got {length - max(inference, 0)}"
-        return None
-
     def run(self, seconds: float) -> LoadResult:
         """Drive the closed loop for ``seconds``; requests still in flight then are awaited but not counted."""
         result = LoadResult(len(self.connections), seconds)
@@ -159,12 +101,12 @@ class ClosedLoopClient:
                     if not chunk:
                         raise BenchError("Triton closed a connection")
                     c.buffer += chunk
-                    parsed = _parse(c.buffer)
+                    parsed = parse_response(c.buffer)
                     if parsed is None:
                         continue
                     done = now()
-                    error = self._check(c, parsed)
-                    c.buffer = c.buffer[parsed[1] + parsed[2] :]
+                    error = check_response(c.buffer, parsed, self.output_bytes)
+                    c.buffer = c.buffer[parsed.end :]
                     if error is not None:
                         errors.append(error)
                     elif done <= deadline:

@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from _bench_client import StatsDelta
 from _bench_cpu import CpuUse
+from _bench_labels import label
+from _bench_openloop import TOP_SHARE, OpenRow, PriorityRow
 from _bench_profile import ExecuteTotals
-
-CONFIG_LABELS = {
-    "baseline": "no batching, one instance (baseline)",
-    "nobatch": "no batching",
-    "batch50ms": "batching, 50 ms window (the seed's default)",
-    "batch0": "batching, delay 0",
-    "adaptive": "adaptive batching, 50 ms bound (default)",
-}
+from _bench_targets import targets
 
 
 @dataclass
@@ -51,6 +46,16 @@ class Row:
         )
 
 
+@dataclass
+class Results:
+    """Everything one run measured: in-process limits per model, closed-loop, open-loop and priority rows."""
+
+    in_proc: dict[str, dict[int, float]]
+    closed: list[Row] = field(default_factory=list)
+    open: list[OpenRow] = field(default_factory=list)
+    priority: list[PriorityRow] = field(default_factory=list)
+
+
 def _table(model: str, rows: list[Row], in_proc: dict[int, float]) -> list[str]:
     limit = in_proc[32]
     profiled = any(r.profile is not None for r in rows)
@@ -62,7 +67,7 @@ def _table(model: str, rows: list[Row], in_proc: dict[int, float]) -> list[str]:
     ]
     for r in rows:
         lines.append(
-            f"| {CONFIG_LABELS[r.config]} | {r.concurrency} | {r.throughput:,.0f} | {r.p50:.2f} | {r.p95:.2f} "
+            f"| {label(r.config)} | {r.concurrency} | {r.throughput:,.0f} | {r.p50:.2f} | {r.p95:.2f} "
             f"| {r.p99:.2f} | {r.avg_batch:.1f} | {r.throughput / limit:.0%} |"
         )
     lines += [
@@ -79,7 +84,7 @@ def _table(model: str, rows: list[Row], in_proc: dict[int, float]) -> list[str]:
     for r in rows:
         s, c = r.stats, r.cpu
         lines.append(
-            f"| {CONFIG_LABELS[r.config]} | {r.concurrency} | {s.queue_ms:.2f} "
+            f"| {label(r.config)} | {r.concurrency} | {s.queue_ms:.2f} "
             f"| {s.input_ms:.2f} / {s.infer_ms:.2f} / {s.output_ms:.2f} "
             f"| {c.client_us:.0f} / {c.server_us:.0f} / {c.stub_us:.0f} | {c.busy:.0%} | {c.other:.0%} |"
             + (_profile_cell(r.profile) if profiled else "")
@@ -96,124 +101,120 @@ def _profile_cell(profile: ExecuteTotals | None) -> str:
     return f" {profile.forward_ms_per_execute:.2f} / {profile.python_us_per_request:.1f} |"
 
 
-def _find(rows: list[Row], config: str, concurrency: int) -> Row | None:
-    return next((r for r in rows if r.config == config and r.concurrency == concurrency), None)
-
-
-def _targets(model: str, rows: list[Row], in_proc: dict[int, float]) -> list[str]:
-    """The issue's targets, measured: ≥ 8x unbatched and ≥ 75% efficiency at the highest concurrency,
-    ≤ 1.5 ms over the in-process forward at concurrency 1 with delay 0."""
-    top = max(r.concurrency for r in rows)
-    lines = []
-    default, alike = _find(rows, "batch50ms", top), _find(rows, "nobatch", top)
-    baseline = _find(rows, "baseline", top) or alike
-    if default and baseline and alike:
-        ratio = default.throughput / baseline.throughput
-        lines.append(
-            f"- default config vs {CONFIG_LABELS[baseline.config]} at concurrency {top}: {ratio:.1f}x "
-            f"(target ≥ 8x: {'met' if ratio >= 8 else 'MISSED'})"
-        )
-        if alike is not baseline:
-            lines.append(
-                f"- default config vs no batching with the same instances: "
-                f"{default.throughput / alike.throughput:.1f}x (what batching alone adds)"
-            )
-        efficiency = default.throughput / in_proc[32]
-        lines.append(
-            f"- efficiency of the default config at concurrency {top}: {efficiency:.0%} (target ≥ 75%: "
-            f"{'met' if efficiency >= 0.75 else 'MISSED'})"
-        )
-    zero = _find(rows, "batch0", 1)
-    if zero:
-        added = zero.p50 - 1000 / in_proc[1]
-        lines.append(
-            f"- delay 0 at concurrency 1: p50 {zero.p50:.2f} ms, {added:+.2f} ms over the in-process batch-1 "
-            f"forward (target ≤ 1.5 ms: {'met' if added <= 1.5 else 'MISSED'})"
-        )
-    window, slow = _find(rows, "batch0", 1), _find(rows, "batch50ms", 1)
-    if window and slow:
-        lines.append(
-            f"- the 50 ms window at concurrency 1: p50 {slow.p50:.1f} ms against {window.p50:.2f} ms with delay 0, "
-            f"{slow.throughput:,.0f} against {window.throughput:,.0f} req/s"
-        )
-    return [f"Targets ({model.upper()}):", "", *lines]
-
-
 def markers(name: str) -> tuple[str, str]:
     """The comments around the block a run named ``name`` writes into batching.md."""
     return f"<!-- bench:{name}:begin -->", f"<!-- bench:{name}:end -->"
 
 
-def markdown_block(
-    name: str, rows: list[Row], in_proc: dict[str, dict[int, float]], environment: dict[str, str]
-) -> str:
+def _open_table(rows: list[OpenRow]) -> list[str]:
+    lines = [
+        "Open loop: Poisson arrivals at each offered rate (a share of the capacity measured above), latency "
+        "from each request's scheduled send time; Triton's split per request for the same window:",
+        "",
+        "| config | offered req/s (share) | achieved | late sends | errors | p50 ms | p90 ms | p99 ms | avg batch "
+        "| queue ms | compute in / infer / out ms |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in sorted(rows, key=lambda r: (r.fraction, r.config)):
+        s = r.stats
+        lines.append(
+            f"| {label(r.config)} | {r.offered:,.0f} ({r.fraction:.0%}) | {r.achieved:,.0f} | {r.late} | {r.errors} "
+            f"| {r.p50:.2f} | {r.p90:.2f} | {r.p99:.2f} | {r.avg_batch:.1f} | {s.queue_ms:.2f} "
+            f"| {s.input_ms:.2f} / {s.infer_ms:.2f} / {s.output_ms:.2f} |"
+        )
+    return lines
+
+
+def _priority_table(rows: list[PriorityRow]) -> list[str]:
+    lines = [
+        f"Priorities at saturation: the same open-loop schedule, {TOP_SHARE:.0%} of the requests marked. With "
+        "2 priority levels they are sent at priority 1 and the rest get the default level 2; without "
+        "priorities the same share is only counted apart:",
+        "",
+        "| config | offered req/s | achieved | marked share p99 ms | the rest p99 ms | errors |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {label(r.config)} | {r.offered:,.0f} | {r.achieved:,.0f} | {r.top_p99:.2f} | {r.rest_p99:.2f} "
+            f"| {r.errors} |"
+        )
+    return lines
+
+
+def markdown_block(name: str, results: Results, environment: dict[str, str]) -> str:
     begin, end = markers(name)
     lines = [begin, "", *(f"- {key}: {value}" for key, value in environment.items()), ""]
-    for model in in_proc:
-        model_rows = [r for r in rows if r.model == model]
-        lines += [*_table(model, model_rows, in_proc[model]), "", *_targets(model, model_rows, in_proc[model]), ""]
-    lines += [f"![throughput against p99 latency per config]({name}.png)", "", end]
+    for model, in_proc in results.in_proc.items():
+        closed = [r for r in results.closed if r.model == model]
+        opened = [r for r in results.open if r.model == model]
+        priority = [r for r in results.priority if r.model == model]
+        lines += [*_table(model, closed, in_proc), ""]
+        if opened:
+            lines += [*_open_table(opened), ""]
+        if priority:
+            lines += [*_priority_table(priority), ""]
+        lines += [*targets(model, closed, opened, priority, in_proc), ""]
+    lines += [f"![throughput against p99 latency per config, closed and open loop]({name}.png)", "", end]
     return "\n".join(lines)
 
 
-def plot(path: Path, rows: list[Row], in_proc: dict[str, dict[int, float]], title: str) -> None:
+def plot(path: Path, results: Results, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.ticker import FuncFormatter, NullFormatter
 
-    models = list(in_proc)
-
-    fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4.5), squeeze=False)
-    for ax, model in zip(axes[0], models, strict=True):
-        for config, label in CONFIG_LABELS.items():
-            points = sorted((r for r in rows if r.model == model and r.config == config), key=lambda r: r.concurrency)
-            if not points:
-                continue
-            (line,) = ax.plot([r.p99 for r in points], [r.throughput for r in points], marker="o", label=label)
+    models = list(results.in_proc)
+    with_open = bool(results.open)
+    fig, axes = plt.subplots(
+        2 if with_open else 1, len(models), figsize=(6.5 * len(models), 9 if with_open else 4.5), squeeze=False
+    )
+    for column, model in enumerate(models):
+        ax = axes[0][column]
+        configs = dict.fromkeys(r.config for r in results.closed if r.model == model)
+        for config in configs:
+            points = sorted((r for r in results.closed if r.model == model and r.config == config),
+                            key=lambda r: r.concurrency)  # fmt: skip
+            (line,) = ax.plot([r.p99 for r in points], [r.throughput for r in points], marker="o", label=label(config))
             for r in points:
-                ax.annotate(
-                    f"c={r.concurrency}",
-                    (r.p99, r.throughput),
-                    textcoords="offset points",
-                    xytext=(4, 4),
-                    fontsize="x-small",
-                    color=line.get_color(),
-                )
-        ax.axhline(in_proc[model][32], color="grey", linestyle="--", linewidth=1)
-        ax.annotate(
-            "in-process forward, batch 32",
-            (0, in_proc[model][32]),
-            xycoords=("axes fraction", "data"),
-            textcoords="offset points",
-            xytext=(4, -12),
-            color="grey",
-            fontsize="small",
-        )
+                ax.annotate(f"c={r.concurrency}", (r.p99, r.throughput), textcoords="offset points", xytext=(4, 4),
+                            fontsize="x-small", color=line.get_color())  # fmt: skip
+        limit = results.in_proc[model][32]
+        ax.axhline(limit, color="grey", linestyle="--", linewidth=1)
+        ax.annotate("in-process forward, batch 32", (0, limit), xycoords=("axes fraction", "data"),
+                    textcoords="offset points", xytext=(4, -12), color="grey", fontsize="small")  # fmt: skip
         ax.set_xscale("log")
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_ylim(bottom=0)
         ax.set_xlabel("p99 latency (ms, log scale)")
         ax.set_ylabel("requests/s")
-        ax.set_title(f"{model.upper()}: throughput against p99 latency")
+        ax.set_title(f"{model.upper()}, closed loop: throughput against p99")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize="small")
+        ax.legend(fontsize="x-small")
+        if not with_open:
+            continue
+        ax = axes[1][column]
+        for config in dict.fromkeys(r.config for r in results.open if r.model == model):
+            points = sorted((r for r in results.open if r.model == model and r.config == config),
+                            key=lambda r: r.offered)  # fmt: skip
+            ax.plot([r.offered for r in points], [r.p99 for r in points], marker="o", label=label(config))
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.set_xlabel("offered requests/s (Poisson arrivals)")
+        ax.set_ylabel("p99 latency from the scheduled send (ms, log scale)")
+        ax.set_title(f"{model.upper()}, open loop: p99 against offered rate")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize="x-small")
     fig.suptitle(title, fontsize="medium")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def write_report(
-    out: Path,
-    name: str,
-    rows: list[Row],
-    in_proc: dict[str, dict[int, float]],
-    environment: dict[str, str],
-    title: str,
-) -> tuple[Path, Path]:
+def write_report(out: Path, name: str, results: Results, environment: dict[str, str], title: str) -> tuple[Path, Path]:
     """Write ``out/<name>.png`` and the block ``name`` of ``out/batching.md``.
 
     The block replaces the one of the same name, or is appended; the rest of the file (prose kept by
@@ -221,9 +222,9 @@ def write_report(
     """
     out.mkdir(parents=True, exist_ok=True)
     png = out / f"{name}.png"
-    plot(png, rows, in_proc, title)
+    plot(png, results, title)
     md = out / "batching.md"
-    block = markdown_block(name, rows, in_proc, environment)
+    block = markdown_block(name, results, environment)
     text = md.read_text(encoding="utf-8") if md.exists() else "# Batching benchmark\n"
     begin, end = markers(name)
     if begin in text:

@@ -1,33 +1,44 @@
-"""Batching benchmark: the same model served without batching, with the default batching, and with delay 0.
+"""Batching benchmark: one model served every way NexusML can, closed loop and open loop, beside its in-process limit.
 
 Run from the repository root (or ``make bench-batching``)::
 
-    .venv/bin/python benchmarks/bench_batching.py                 # both models, concurrency 1/8/32/64 (about 7 minutes)
-    .venv/bin/python benchmarks/bench_batching.py --quick         # the MLP at concurrency 1 and 32, short runs
+    .venv/bin/python benchmarks/bench_batching.py                 # both models, closed and open loop (~25 min)
+    .venv/bin/python benchmarks/bench_batching.py --quick         # the MLP, concurrency 1 and 32, three rates
+    .venv/bin/python benchmarks/bench_batching.py --tuned docs/tuned.json   # also the configs `nexus tune` picked
     .venv/bin/python benchmarks/bench_batching.py --instances 1   # every config with one model instance
     .venv/bin/python benchmarks/bench_batching.py --profile       # also time model.py: forward pass and other Python
     .venv/bin/python benchmarks/bench_batching.py --out DIR       # write DIR/batching.md and the PNG (default docs/)
 
-Two reference models, exported as TorchScript and stored in a throwaway git repository: an MLP
-784→2048→2048→10 and a small CNN on 1×28×28 images (float32, ``torch.manual_seed(0)``). Each is
-stored under four names and published four ways into one model repository:
+Two reference models (``_bench_models.py``), exported as TorchScript and stored in a throwaway git
+repository: an MLP 784→2048→2048→10 and a small CNN on 1×28×28 images. Each is stored under one name
+per config and published that way into one model repository, served by one Triton:
 
 - ``baseline``: no dynamic batching and one instance: the plain deployment the seed measured;
 - ``nobatch``: no dynamic batching, with the instance count of the rows below;
-- ``batch50ms``: NexusML's default (batches of up to 32, ``max_queue_delay_microseconds: 50000``);
-- ``batch0``: batches of up to 32 with ``max_queue_delay_microseconds: 0``.
+- ``window``: the seed's default, batches of up to 32 that wait out ``max_queue_delay_microseconds: 50000``;
+- ``delay0``: the same with ``max_queue_delay_microseconds: 0``;
+- ``adaptive``: NexusML's default, every size preferred with the 50 ms as a bound (``--batching adaptive``);
+- ``tunedNms``: with ``--tuned FILE``, the options `nexus tune` picked for p99 ≤ N ms (the JSON
+  ``{"mlp": {"5": {ServingOptions fields}, ...}, ...}`` that ``bench_tune.py`` writes);
+- ``prio``: the default with 2 priority levels, for the priority row only.
 
-The last three get NexusML's automatic instance count (two for these models; ``--instances N`` sets
-it, and ``--instances 1`` drops the baseline row, which is then the same as ``nobatch``), each with
-one torch thread, one Triton serving all of them. For each model, config and concurrency, the
-closed-loop client in ``_bench_client.py`` runs a warm-up and then a measured window; Triton's
-statistics before and after the window give the average executed batch size and where each request's
-time went, ``/proc`` where the CPU went, and with ``--profile`` a timer inside the stub how long
-`model.py` spent in and around the forward pass. A row during which other programs used more than
-``--max-other`` of the cores is measured again once the machine is quiet. The in-process forward
-throughput of the same artifact at batch 1 and 32 (one torch thread, ``torch.inference_mode()``,
-best of three) is the limit this machine sets; efficiency is served requests/s divided by the
-in-process samples/s at batch 32.
+All but the baseline get NexusML's automatic instance count (two for these models; ``--instances N``
+sets it), each with one torch thread. For each model:
+
+1. **Closed loop** (``_bench_client.py``): each config at each concurrency, a warm-up and a measured
+   window. Triton's statistics before and after give the average batch and where each request's time
+   went, ``/proc`` where the CPU went, ``--profile`` how long `model.py` spent in and around the
+   forward pass. A row during which other programs used more than ``--max-other`` of the cores is
+   measured again once the machine is quiet.
+2. **Open loop** (``_bench_openloop.py``): the capacity is the best closed-loop throughput at the
+   highest concurrency; every batching config is driven with Poisson arrivals at shares of it, from
+   2 % up to saturation, latency counted from each request's scheduled send time.
+3. **Priorities**: at the capacity rate, 5 % of the requests at priority 1 on ``prio``, against the
+   same schedule on ``adaptive`` (no priorities).
+
+The in-process forward throughput at batch 1 and 32 (one torch thread, ``torch.inference_mode()``,
+best of three) is the limit; efficiency is served requests/s over the in-process samples/s at batch
+32. ``_bench_targets.py`` checks the issue's targets for the default config.
 
 A run writes ``OUT/<name>.png`` and replaces its block (between ``<!-- bench:<name>:begin -->`` and
 ``<!-- bench:<name>:end -->``) in ``OUT/batching.md``, leaving the prose around it alone; ``<name>``
@@ -37,15 +48,14 @@ is ``batching``, or ``batching-N-instance(s)`` with ``--instances N``.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import socket
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -57,107 +67,39 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _bench_client import ClosedLoopClient, StatsDelta, infer_request
 from _bench_cpu import CpuSnapshot, CpuUse, wait_until_quiet
+from _bench_models import MODELS, Reference, export, in_process
+from _bench_openloop import FRACTIONS, QUICK_FRACTIONS, measure_open, measure_priority, rates
 from _bench_profile import ENV as PROFILE_ENV
 from _bench_profile import HOOK as PROFILE_HOOK
 from _bench_profile import ExecuteTotals, read_totals
-from _bench_report import Row, write_report
+from _bench_report import Results, Row, write_report
 from nexus.registry import Project
 from nexus.serving.admin import TritonAdmin
 from nexus.serving.model_config import AUTO_INSTANCES, ServingOptions
 from nexus.serving.publish import publish
 from nexus.serving.server import TritonServer
-from nexus.tensors import Signature, TensorSpec
 
 CONFIGS = {
     "baseline": ServingOptions(batching=False, instances=1),
     "nobatch": ServingOptions(batching=False),
-    "batch50ms": ServingOptions(policy="window"),
-    "batch0": ServingOptions(max_queue_delay_us=0, policy="window"),
+    "window": ServingOptions(policy="window"),
+    "delay0": ServingOptions(max_queue_delay_us=0, policy="window"),
     "adaptive": ServingOptions(),
 }
+#: Published beside the others for the priority row only.
+PRIORITY_CONFIG = "prio"
+PRIORITY_OPTIONS = ServingOptions(priority_levels=2)
 
 
-def mlp() -> torch.nn.Module:
-    torch.manual_seed(0)
-    return torch.nn.Sequential(
-        torch.nn.Linear(784, 2048),
-        torch.nn.ReLU(),
-        torch.nn.Linear(2048, 2048),
-        torch.nn.ReLU(),
-        torch.nn.Linear(2048, 10),
-    )
-
-
-def cnn() -> torch.nn.Module:
-    torch.manual_seed(0)
-    return torch.nn.Sequential(
-        torch.nn.Conv2d(1, 16, 3, padding=1),
-        torch.nn.ReLU(),
-        torch.nn.MaxPool2d(2),
-        torch.nn.Conv2d(16, 32, 3, padding=1),
-        torch.nn.ReLU(),
-        torch.nn.MaxPool2d(2),
-        torch.nn.Flatten(),
-        torch.nn.Linear(32 * 7 * 7, 10),
-    )
-
-
-@dataclass(frozen=True)
-class Reference:
-    name: str
-    build: Callable[[], torch.nn.Module]
-    sample_shape: tuple[int, ...]
-    outputs: int = 10
-
-    @property
-    def signature(self) -> Signature:
-        return Signature(
-            [TensorSpec("x", "float32", [-1, *self.sample_shape])], [TensorSpec("y", "float32", [-1, self.outputs])]
-        )
-
-
-MODELS = {"mlp": Reference("mlp", mlp, (784,)), "cnn": Reference("cnn", cnn, (1, 28, 28))}
-
-
-def export(reference: Reference, path: Path) -> Path:
-    module = reference.build().eval()
-    torch.jit.script(module).save(str(path))  # type: ignore[no-untyped-call]  # untyped in torch
-    return path
-
-
-def in_process(
-    path: Path, shape: tuple[int, ...], batch: int, seconds: float, quiet: bool = True, device: str = "cpu"
-) -> float:
-    """Samples/s of the artifact's forward pass at ``batch`` on ``device``, one torch thread, inference mode.
-
-    The best of three runs, each started once the machine is quiet (with ``quiet``): the limit the
-    served figures are compared with, so it is measured at its best. On a GPU each run ends with a
-    synchronize, so that queued kernels are counted.
-    """
-    torch.set_num_threads(1)
-    module = torch.jit.load(str(path), map_location=device)  # type: ignore[no-untyped-call]  # untyped in torch
-    x = torch.randn(batch, *shape, device=device)
-
-    def sync() -> None:
-        if device != "cpu":
-            torch.cuda.synchronize()
-
-    best = 0.0
-    with torch.inference_mode():
-        for _ in range(3):
-            if quiet:
-                wait_until_quiet()
-            for _ in range(20):
-                module(x)
-            sync()
-            n, start = 0, time.perf_counter()
-            while (elapsed := time.perf_counter() - start) < seconds / 3:
-                module(x)
-                n += 1
-            sync()
-            elapsed = time.perf_counter() - start
-            best = max(best, n * batch / elapsed)
-    return best
+def read_tuned(path: Path | None) -> dict[str, dict[str, ServingOptions]]:
+    """``--tuned FILE`` -> model -> config name (``tuned5ms``) -> the options `nexus tune` picked."""
+    if path is None:
+        return {}
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return {
+        model: {f"tuned{target}ms": ServingOptions(**fields) for target, fields in picks.items()}
+        for model, picks in data.items()
+    }
 
 
 def free_port() -> int:
@@ -167,15 +109,28 @@ def free_port() -> int:
         return port
 
 
-def configs(instances: int | None, kind: str = "auto") -> dict[str, ServingOptions]:
-    """The configs a run publishes: ``baseline`` stays at one instance, the others get ``instances``;
-    all of them instances of ``kind`` (auto, cpu or gpu)."""
+def configs(
+    instances: int | None, kind: str = "auto", tuned: dict[str, ServingOptions] | None = None
+) -> dict[str, ServingOptions]:
+    """The configs a run measures: ``baseline`` stays at one instance, the others get ``instances``
+    (the tuned ones keep their own); all of them instances of ``kind`` (auto, cpu or gpu)."""
     chosen = {
         name: replace(o, kind=kind) if name == "baseline" else replace(o, instances=instances, kind=kind)
         for name, o in CONFIGS.items()
     }
     if instances == 1:
         del chosen["baseline"]  # the same as nobatch
+    chosen.update({name: replace(o, kind=kind) for name, o in (tuned or {}).items()})
+    return chosen
+
+
+def published(
+    instances: int | None, kind: str, tuned: dict[str, ServingOptions] | None, priority: bool
+) -> dict[str, ServingOptions]:
+    """Every config put into the repository: those measured, and the priority row's."""
+    chosen = configs(instances, kind, tuned)
+    if priority:
+        chosen[PRIORITY_CONFIG] = replace(PRIORITY_OPTIONS, instances=instances, kind=kind)
     return chosen
 
 
@@ -186,6 +141,8 @@ def make_repository(
     backend: Path | None = None,
     profile: bool = False,
     kind: str = "auto",
+    tuned: dict[str, dict[str, ServingOptions]] | None = None,
+    priority: bool = False,
 ) -> tuple[Path, dict[str, Path]]:
     """A throwaway git project with every model stored under each config's name, published into one repository.
 
@@ -212,7 +169,7 @@ def make_repository(
     for name in models:
         reference = MODELS[name]
         artifacts[name] = export(reference, project_dir / f"{name}.pt")
-        for config, options in configs(instances, kind).items():
+        for config, options in published(instances, kind, (tuned or {}).get(name), priority).items():
             served = f"{name}_{config}"
             project.store(artifacts[name], served, signature=reference.signature)
             result = publish(project, served, repository=repository, options=options)
@@ -293,14 +250,19 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores"
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="MLP only, concurrency 1 and 32, short runs")
+    parser.add_argument("--quick", action="store_true", help="MLP only, concurrency 1 and 32, three rates, short runs")
     parser.add_argument("--out", type=Path, default=Path("docs"), help="folder for batching.md and batching.png")
-    parser.add_argument("--seconds", type=float, help="measured window per run (default 10, quick 2)")
-    parser.add_argument("--warmup", type=float, help="warm-up per run (default 2, quick 0.5)")
+    parser.add_argument("--seconds", type=float, help="measured window per closed-loop row (default 6, quick 2)")
+    parser.add_argument("--open-seconds", type=float, help="measured window per open-loop row (default 5, quick 2)")
+    parser.add_argument("--warmup", type=float, help="warm-up per row (default 2, open loop 1; quick 0.5)")
     parser.add_argument("--models", nargs="+", choices=list(MODELS), help="default: mlp cnn (quick: mlp)")
     parser.add_argument("--concurrency", nargs="+", type=int, help="default: 1 8 32 64 (quick: 1 32)")
+    shares = f"default {' '.join(map(str, FRACTIONS))}; quick {' '.join(map(str, QUICK_FRACTIONS))}"
+    parser.add_argument("--fractions", nargs="+", type=float, help=f"open-loop rates as shares of capacity ({shares})")
+    parser.add_argument("--no-open", action="store_true", help="closed loop only (no open-loop or priority rows)")
+    parser.add_argument("--tuned", type=Path, help="JSON of tuned options per model and p99 target (bench_tune.py)")
     parser.add_argument(
         "--instances", type=int, help=f"model instances per config (default: NexusML's automatic {AUTO_INSTANCES})"
     )
@@ -320,33 +282,81 @@ def main(argv: list[str] | None = None) -> None:
         help="measure a row again when other programs used more than this share of the cores "
         "(default 0.1; quick: never)",
     )
-    args = parser.parse_args(argv)
-    models = args.models or (["mlp"] if args.quick else ["mlp", "cnn"])
+    return parser.parse_args(argv)
+
+
+def run_model(
+    server: TritonServer,
+    reference: Reference,
+    measured: dict[str, ServingOptions],
+    args: argparse.Namespace,
+    results: Results,
+) -> None:
+    """Every row of one model: closed loop, then open loop at shares of the capacity, then priorities."""
     concurrencies = args.concurrency or ([1, 32] if args.quick else [1, 8, 32, 64])
-    seconds = args.seconds or (2.0 if args.quick else 10.0)
+    seconds = args.seconds or (2.0 if args.quick else 6.0)
     warmup = args.warmup or (0.5 if args.quick else 2.0)
-    inproc_seconds = 1.0 if args.quick else 6.0
     max_other = args.max_other if args.max_other is not None else (1.0 if args.quick else 0.1)
+    closed = []
+    for config in measured:
+        for concurrency in concurrencies:
+            closed.append(measure_quietly(server, reference, config, concurrency, warmup, seconds, max_other))
+    results.closed += closed
+    if args.no_open:
+        return
+    batched = [c for c, o in measured.items() if o.batching]
+    top = max(concurrencies)
+    capacity = max(r.throughput for r in closed if r.concurrency == top and r.config in batched)
+    print(f"{reference.name} capacity: {capacity:,.0f} req/s (best closed loop at concurrency {top})", flush=True)
+    open_seconds = args.open_seconds or (2.0 if args.quick else 5.0)
+    open_warmup = args.warmup or (0.5 if args.quick else 1.0)
+    for fraction, rate in rates(capacity, tuple(args.fractions or (QUICK_FRACTIONS if args.quick else FRACTIONS))):
+        for config in batched:
+            if not args.quick:
+                wait_until_quiet()
+            results.open.append(measure_open(server, reference, config, fraction, rate, open_warmup, open_seconds))
+    for config, top_priority in ((PRIORITY_CONFIG, True), ("adaptive", False)):
+        results.priority.append(
+            measure_priority(server, reference, config, capacity, open_warmup, open_seconds, top_priority)
+        )
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    models = args.models or (["mlp"] if args.quick else ["mlp", "cnn"])
+    warmup = args.warmup or (0.5 if args.quick else 2.0)
+    seconds = args.seconds or (2.0 if args.quick else 6.0)
+    inproc_seconds = 1.0 if args.quick else 6.0
+    tuned = read_tuned(args.tuned)
 
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     kind = "gpu" if device == "cuda" else "cpu"
 
     with tempfile.TemporaryDirectory(prefix="nexus-bench-") as tmp:
         workdir = Path(tmp)
-        repository, artifacts = make_repository(workdir, models, args.instances, args.backend, args.profile, kind)
+        repository, artifacts = make_repository(
+            workdir, models, args.instances, args.backend, args.profile, kind, tuned, priority=not args.no_open
+        )
         if args.profile:
             (workdir / "profile").mkdir()
             os.environ[PROFILE_ENV] = str(workdir / "profile")
-        in_proc = {
-            name: {
-                b: in_process(
-                    artifacts[name], MODELS[name].sample_shape, b, inproc_seconds, quiet=not args.quick, device=device
-                )
-                for b in (1, 32)
+        results = Results(
+            in_proc={
+                name: {
+                    b: in_process(
+                        artifacts[name],
+                        MODELS[name].sample_shape,
+                        b,
+                        inproc_seconds,
+                        quiet=not args.quick,
+                        device=device,
+                    )
+                    for b in (1, 32)
+                }
+                for name in models
             }
-            for name in models
-        }
-        for name, speeds in in_proc.items():
+        )
+        for name, speeds in results.in_proc.items():
             print(f"{name} in-process: batch 1 {speeds[1]:,.0f}/s, batch 32 {speeds[32]:,.0f}/s", flush=True)
         server = TritonServer(
             repository=str(repository),
@@ -355,15 +365,10 @@ def main(argv: list[str] | None = None) -> None:
             metrics_port=free_port(),
             log_file=workdir / "triton.log",
         )
-        rows: list[Row] = []
         with server:
             triton_version = server_version(server.url)
             for name in models:
-                for config in configs(args.instances):
-                    for concurrency in concurrencies:
-                        rows.append(
-                            measure_quietly(server, MODELS[name], config, concurrency, warmup, seconds, max_other)
-                        )
+                run_model(server, MODELS[name], configs(args.instances, kind, tuned.get(name)), args, results)
     count = AUTO_INSTANCES if args.instances is None else args.instances
     plural = "s" if count > 1 else ""
     instances_text = f"{count} instance{plural}" + (" (automatic)" if args.instances is None else "")
@@ -372,14 +377,15 @@ def main(argv: list[str] | None = None) -> None:
         "machine": machine() + (f", {torch.cuda.get_device_name()}" if device == "cuda" else ""),
         "torch": torch.__version__,
         "Triton": f"{triton_version} (the tritonserver in nvidia-pytriton {metadata.version('nvidia-pytriton')})",
-        "run": f"{warmup:g} s warm-up, {seconds:g} s measured per row; {instances_text} per config "
-        "(the baseline: one), one torch thread each"
+        "run": f"closed loop {warmup:g} s warm-up and {seconds:g} s measured per row; {instances_text} per config "
+        "(the baseline: one; tuned configs: their own), one torch thread each"
+        + (f"; tuned configs from {args.tuned}" if args.tuned else "")
         + (f"; model.py from {args.backend}" if args.backend else "")
         + ("; model.py timed in the stub (--profile)" if args.profile else ""),
     }
     name = "batching" if args.instances is None else f"batching-{args.instances}-instance{plural}"
     title = f"{instances_text} per config, one torch thread each; {environment['machine']}"
-    md, png = write_report(args.out, name, rows, in_proc, environment, title)
+    md, png = write_report(args.out, name, results, environment, title)
     print(f"wrote {md} and {png}")
 
 

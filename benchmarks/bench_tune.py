@@ -13,24 +13,27 @@ tuner runs three times (quick space, no budget cut). Written: the grid's best se
 the tuner's pick (the pick's rate as the grid measured it, so both come from the same measurements;
 the issue's target: within 5 %), the tuner's time against the grid's (target: under a third), and the
 three runs' served rates (target: within 10 % of each other).
+``OUT/tuned.json`` holds the tuner's pick per target, for ``bench_batching.py --tuned OUT/tuned.json``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_batching import MODELS, export, machine
+from _bench_models import MODELS, export
+from bench_batching import machine
 from nexus.errors import TargetUnreachableError
 from nexus.registry import Project
 from nexus.tune import Target, TuneResult, TuneSettings, tune
@@ -103,6 +106,17 @@ def _run_target(project: Project, target: Target, space: Space, seconds: float |
     return TargetRun(target, grid, grid_s, tuned)
 
 
+def tuned_picks(runs: list[TargetRun | str]) -> dict[str, dict[str, Any]]:
+    """Target ms -> the options the tuner picked most often (ties: the earliest): `bench_batching.py --tuned`."""
+    picks = {}
+    for run in runs:
+        if isinstance(run, str):
+            continue
+        chosen = [r.winner.options for r, _ in run.tuned]
+        picks[f"{run.target.ms:g}"] = asdict(max(chosen, key=chosen.count))
+    return picks
+
+
 def report(runs: list[TargetRun | str], environment: dict[str, str]) -> str:
     lines = [
         "# Tuning: `nexus tune` against an exhaustive grid",
@@ -162,7 +176,9 @@ def main(argv: list[str] | None = None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "tuning.md"
     path.write_text(report(runs, environment), encoding="utf-8")
-    print(f"wrote {path}")
+    picks = args.out / "tuned.json"
+    picks.write_text(json.dumps({"mlp": tuned_picks(runs)}, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {path} and {picks} (for bench_batching.py --tuned {picks})")
 
 
 if __name__ == "__main__":

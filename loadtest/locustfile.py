@@ -14,7 +14,7 @@ tensor extension with ``--binary`` (raw little-endian bytes after a JSON header)
 `locustfile_grpc.py`, which shares this file's settings and checks.
 
 Settings come from the command line, or the environment (NEXUS_LOADTEST_MODEL, ..._BATCH_SIZE,
-..._BINARY, ..._GRPC_ADDRESS).
+..._BINARY, ..._PRIORITY, ..._GRPC_ADDRESS). ``--priority N`` sends every request at Triton priority N.
 """
 
 from __future__ import annotations
@@ -60,6 +60,13 @@ def _options(parser: Any) -> None:
         help="Send and receive tensors with Triton's binary extension instead of JSON.",
     )
     group.add_argument(
+        "--priority",
+        env_var="NEXUS_LOADTEST_PRIORITY",
+        type=int,
+        default=None,
+        help="Send every request at this priority (1: the highest; 0: the model's default level).",
+    )
+    group.add_argument(
         "--grpc-address",
         env_var="NEXUS_LOADTEST_GRPC_ADDRESS",
         default="",
@@ -91,6 +98,8 @@ class Payload:
     json_body: bytes
     binary_body: bytes
     binary_header_length: int
+    #: the priority every request is sent at (None: none sent, the model's default level)
+    priority: int | None = None
 
     def check_shape(self, name: str, shape: list[int]) -> str | None:
         """Why an output's shape is wrong, or None."""
@@ -118,7 +127,9 @@ def _random(tensor: Tensor, rng: np.random.Generator) -> np.ndarray[Any, Any]:
     return rng.integers(0, 10, tensor.shape).astype(dtype)  # small non-negative ints: valid token ids
 
 
-def build_payload(model: str, metadata: dict[str, Any], config: dict[str, Any], batch_size: int) -> Payload:
+def build_payload(
+    model: str, metadata: dict[str, Any], config: dict[str, Any], batch_size: int, priority: int | None = None
+) -> Payload:
     """Random valid inputs for ``model`` from its metadata and config, in JSON and binary form."""
     batched = int(config.get("max_batch_size", 0)) > 0
     if batched and batch_size > int(config["max_batch_size"]):
@@ -147,17 +158,18 @@ def build_payload(model: str, metadata: dict[str, Any], config: dict[str, Any], 
             else:
                 entry["data"] = array.flatten().tolist()
             entries.append(entry)
-        header = json.dumps(
-            {
-                "inputs": entries,
-                "outputs": [{"name": o.name, "parameters": {"binary_data": binary}} for o in outputs],
-            }
-        ).encode()
+        body: dict[str, Any] = {
+            "inputs": entries,
+            "outputs": [{"name": o.name, "parameters": {"binary_data": binary}} for o in outputs],
+        }
+        if priority is not None:
+            body["parameters"] = {"priority": priority}
+        header = json.dumps(body).encode()
         return header + b"".join(blobs), len(header)
 
     json_body, _ = request(binary=False)
     binary_body, header_length = request(binary=True)
-    return Payload(model, specs, inputs, outputs, json_body, binary_body, header_length)
+    return Payload(model, specs, inputs, outputs, json_body, binary_body, header_length, priority)
 
 
 def _get_json(url: str) -> dict[str, Any]:
@@ -188,7 +200,8 @@ def _prepare(environment: Environment, **_: Any) -> None:
         raise LoadTestSetupError("give --model NAME and --host http://HOST:PORT (the Triton HTTP endpoint)")
     metadata = _get_json(f"{host}/v2/models/{model}")
     config = _get_json(f"{host}/v2/models/{model}/config")
-    _payload = build_payload(model, metadata, config, max(1, int(getattr(options, "batch_size", 1))))
+    batch_size = max(1, int(getattr(options, "batch_size", 1)))
+    _payload = build_payload(model, metadata, config, batch_size, getattr(options, "priority", None))
 
 
 def payload() -> Payload:

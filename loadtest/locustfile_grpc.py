@@ -53,7 +53,8 @@ class TritonGrpcUser(User):
         length = 0
         try:
             # gRPC blocks in C: each call runs on a real thread, so Locust's other greenlets keep going
-            result = self.pool.apply(self.client.infer, (p.model, self.tensors), {"outputs": self.requested})
+            options = {"outputs": self.requested, "priority": p.priority or 0}
+            result = self.pool.apply(self.client.infer, (p.model, self.tensors), options)
             response = result.get_response()
             length = response.ByteSize()
             seen = set()

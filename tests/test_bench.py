@@ -19,21 +19,23 @@ BENCH = Path(__file__).parents[1] / "benchmarks" / "bench_batching.py"
 CONFIGS = [
     "no batching, one instance (baseline)",
     "no batching",
-    "batching, 50 ms delay (default)",
-    "batching, delay 0",
+    "50 ms window (the seed's default)",
+    "window, delay 0",
+    "adaptive, 50 ms bound (the default)",
 ]
 QUICK_CONCURRENCY = [1, 32]
+QUICK_SHARES = ["5%", "50%", "100%"]
 
 
-def table_rows(markdown: str) -> list[list[str]]:
-    """The cells of the data rows of the results tables (those whose header has req/s)."""
+def table_rows(markdown: str, header: tuple[str, ...] = ("config", "concurrency", "req/s")) -> list[list[str]]:
+    """The cells of the data rows of the tables whose header starts with ``header``."""
     rows: list[list[str]] = []
     in_table = False
     for line in markdown.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if not line.startswith("|"):
             in_table = False
-        elif cells[:3] == ["config", "concurrency", "req/s"]:
+        elif tuple(cells[: len(header)]) == header:
             in_table = True
         elif in_table and not cells[0].startswith("---"):
             rows.append(cells)
@@ -61,7 +63,17 @@ def test_quick_bench_reports_every_config_and_concurrency_with_batches_formed(tm
         assert avg_batch > 1, f"{config} at concurrency 32 executed batches of {avg_batch} on average"
     assert float(measured[("no batching", 32)][6]) == 1.0
     assert float(measured[("no batching, one instance (baseline)", 32)][6]) == 1.0
-    assert "default config vs no batching, one instance (baseline) at concurrency 32" in markdown
+
+    # open loop: every batching config at each share of the capacity, answered without errors
+    opened = table_rows(markdown, ("config", "offered req/s (share)"))
+    shares = {(r[0], r[1].rsplit("(", 1)[1].rstrip(")")) for r in opened}
+    assert shares == {(c, share) for c in CONFIGS[2:] for share in QUICK_SHARES}, markdown
+    assert all(r[4] == "0" for r in opened), "open-loop rows with errors"
+    priority = table_rows(markdown, ("config", "offered req/s", "achieved", "marked share p99 ms"))
+    assert [r[0] for r in priority] == ["adaptive, 2 priority levels", "adaptive, 50 ms bound (the default)"]
+    for target in ("open loop below saturation", "saturated (closed loop, concurrency 32)",
+                   "closed loop at concurrency 1", "concurrency 32:", "priorities at saturation"):  # fmt: skip
+        assert f"- {target}" in markdown, target
     assert (tmp_path / "batching.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
 
 

@@ -245,3 +245,14 @@ def test_every_command_has_help_with_an_example_and_the_shell_completion_is_ther
         capture_output=True, text=True, env={**os.environ, "SHELL": "/bin/bash"},
     )  # fmt: skip
     assert "_nexus_completion" in completion.stdout
+
+
+def test_json_output_is_strict_json_with_nan_as_null() -> None:
+    import json
+    from dataclasses import asdict
+
+    from nexus.cli.output import to_json
+    from nexus.loadtest.openloop import Latency
+
+    text = to_json({"latency": asdict(Latency.of([])), "rates": (1.5, float("inf"))})
+    assert json.loads(text) == {"latency": {"p50": None, "p90": None, "p99": None, "max": None}, "rates": [1.5, None]}

@@ -42,6 +42,19 @@ def test_random_inputs_answer_what_the_model_computes(server: tuple[TritonServer
     np.testing.assert_allclose(outputs["output"], reference(artifact, x), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_a_request_with_a_priority_is_answered_the_same(server: tuple[TritonServer, Path], protocol: str) -> None:
+    """Triton takes the priority over both protocols (tests/test_priorities.py shows it jumping a queue)."""
+    triton, artifact = server
+    address = triton.url if protocol == "http" else f"127.0.0.1:{triton.grpc_port}"
+    args = ["predict", "m", "--random", "--priority", "1", "--server", address, "--protocol", protocol, "--json"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    x = random_inputs({"inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, 4]}]})["input"]
+    got = np.array(json.loads(result.stdout)["output"]["data"], np.float32)
+    np.testing.assert_allclose(got, reference(artifact, x), rtol=1e-5, atol=1e-6)
+
+
 def test_cli_sends_npy_files_and_writes_the_outputs(server: tuple[TritonServer, Path], tmp_path: Path) -> None:
     triton, artifact = server
     x = np.random.default_rng(1).standard_normal((3, 4)).astype(np.float32)
@@ -73,6 +86,7 @@ def test_cli_sends_npy_files_and_writes_the_outputs(server: tuple[TritonServer, 
         (["-i", "input=missing.npy", "--server", "{url}"], "input file missing.npy does not exist"),
         (["-i", "wrong={npy}", "--server", "{url}"], "m takes inputs ['input'], got ['wrong']"),
         ([], "give --input NAME=FILE.npy (one per input) or --random"),
+        (["--random", "--priority", "-1", "--server", "{url}"], "--priority -1 is below 0"),
     ],
 )
 def test_errors_are_one_line(

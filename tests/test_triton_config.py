@@ -147,6 +147,13 @@ def test_priority_levels() -> None:
     assert c.dynamic_batching.default_priority_level == 2
 
 
+@pytest.mark.parametrize(("levels", "default"), [(1, 1), (2, 2), (3, 2), (4, 3)])
+def test_requests_sent_without_a_priority_are_never_the_top_level_when_there_are_two_or_more(
+    levels: int, default: int
+) -> None:
+    assert rendered(ServingOptions(priority_levels=levels)).dynamic_batching.default_priority_level == default
+
+
 def test_max_queue_size_bounds_the_queue() -> None:
     c = rendered(ServingOptions(max_queue_size=100))
     assert c.dynamic_batching.default_queue_policy.max_queue_size == 100

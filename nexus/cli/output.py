@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import math
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from typing import Any
 
 from rich.console import Console
 from rich.progress import (
@@ -65,3 +68,18 @@ def human_size(size: int) -> str:
 def short_time(text: str) -> str:
     """`2026-11-26T08:00:00.123456Z` -> `2026-11-26 08:00Z`."""
     return datetime.strftime(parse_time(text), "%Y-%m-%d %H:%MZ")
+
+
+def to_json(value: Any) -> str:
+    """``value`` (dataclasses turned into dicts first) as strict JSON: NaN and infinities become null."""
+
+    def clean(item: Any) -> Any:
+        if isinstance(item, float) and not math.isfinite(item):
+            return None
+        if isinstance(item, dict):
+            return {key: clean(v) for key, v in item.items()}
+        if isinstance(item, list | tuple):
+            return [clean(v) for v in item]
+        return item
+
+    return json.dumps(clean(value), default=str, indent=2, allow_nan=False)

@@ -57,7 +57,13 @@ def publish(
         ),
     ] = None,
     kind: Annotated[str | None, typer.Option(help="Where instances run: auto, cpu or gpu. [default: auto]")] = None,
-    priority_levels: Annotated[int | None, typer.Option(help="Request priority levels (0: none). [default: 0]")] = None,
+    priority_levels: Annotated[
+        int | None,
+        typer.Option(
+            help="Request priority levels (0: none); 1 is the highest, and requests sent without one get "
+            "the level below the middle (2 of 2, 2 of 3). [default: 0]"
+        ),
+    ] = None,
     max_queue_size: Annotated[
         int | None, typer.Option(help="Refuse requests beyond this queue length (0: no bound). [default: 0]")
     ] = None,
@@ -213,6 +219,10 @@ def predict(
     output_dir: Annotated[
         Path | None, typer.Option("--output-dir", "-o", help="Write each output to DIR/NAME.npy.")
     ] = None,
+    priority: Annotated[
+        int | None,
+        typer.Option(help="Triton request priority: 1 is the highest (publish --priority-levels); 0: the default."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Send one request to a served model and print (or save) its outputs.
@@ -225,7 +235,8 @@ def predict(
 
     if bool(inputs) == random:
         raise PredictError("give --input NAME=FILE.npy (one per input) or --random, not both or neither")
-    outputs = send(model_name, load_inputs(inputs) if inputs else None, server=server, protocol=protocol)
+    arrays = load_inputs(inputs) if inputs else None
+    outputs = send(model_name, arrays, server=server, protocol=protocol, priority=priority)
     if as_json:
         typer.echo(
             json.dumps(

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from nexus.errors import LoadTestError, TritonError
+from nexus.loadtest.openloop import PriorityShare
 from nexus.names import validate_model_name
 from nexus.serving.admin import ModelCounters, TritonAdmin
 from nexus.serving.endpoints import grpc_target, http_url
@@ -55,6 +56,12 @@ class LoadTestSettings:
     step_users: int | None = None
     step_time: float = 10.0
     results: Path = Path("loadtest-results")
+    #: requests per second: the open-loop client (:mod:`nexus.loadtest.rate`) instead of Locust's users
+    rate: float | None = None
+    #: every request's priority (1: Triton's highest; 0 or None: the model's default level)
+    priority: int | None = None
+    #: with ``rate``: shares of the requests sent at other priorities
+    priority_mix: tuple[PriorityShare, ...] = ()
 
     def check(self) -> None:
         if self.protocol not in ("http", "grpc"):
@@ -65,6 +72,14 @@ class LoadTestSettings:
             raise LoadTestError("--spawn-rate must be positive")
         if self.step_users is not None and (self.step_users < 1 or self.step_time <= 0):
             raise LoadTestError("--step-users must be at least 1 and --step-time positive")
+        if self.rate is not None and self.protocol == "grpc":
+            raise LoadTestError("--rate drives the open-loop client, which speaks HTTP only; drop --protocol grpc")
+        if self.rate is not None and (not self.rate > 0 or self.step_users is not None):
+            raise LoadTestError("--rate takes a positive number of requests per second, and no --step-users")
+        if self.priority is not None and self.priority < 0:
+            raise LoadTestError("--priority is 0 (the model's default level) or more; 1 is the highest")
+        if self.priority_mix and self.rate is None:
+            raise LoadTestError("--priority-mix needs --rate (the open-loop client); Locust's users take --priority")
         validate_model_name(self.model)  # it becomes a URL path segment
         http_url(self.server)
         if self.grpc_address is not None:
@@ -124,6 +139,8 @@ def locust_command(settings: LoadTestSettings, prefix: Path) -> list[str]:
     ]  # fmt: skip
     if settings.binary:
         command.append("--binary")
+    if settings.priority is not None:
+        command += ["--priority", str(settings.priority)]
     if settings.protocol == "grpc" and settings.grpc_address:
         command += ["--grpc-address", grpc_target(settings.grpc_address)]
     if settings.step_users is None:
@@ -138,14 +155,8 @@ def locust_command(settings: LoadTestSettings, prefix: Path) -> list[str]:
     return command
 
 
-def run_loadtest(settings: LoadTestSettings, timestamp: str) -> LoadTestReport:
-    """Run Locust against a served model and collect its results and Triton's statistics.
-
-    Args:
-        timestamp: names the results folder, `<results>/<model>-<timestamp>/`.
-    """
-    settings.check()
-    admin = TritonAdmin(settings.server)
+def check_model(admin: TritonAdmin, settings: LoadTestSettings) -> dict[str, Any]:
+    """The config of the model under test, once it is ready and takes ``settings.batch_size`` samples a request."""
     if not admin.is_model_ready(settings.model):
         raise LoadTestError(
             f"model {settings.model!r} is not ready on {admin.url}; publish it and check `nexus status`"
@@ -156,7 +167,18 @@ def run_loadtest(settings: LoadTestSettings, timestamp: str) -> LoadTestReport:
         raise LoadTestError(
             f"--batch-size {settings.batch_size} is above {settings.model}'s max_batch_size {max_batch}; lower it"
         )
+    return config
 
+
+def run_loadtest(settings: LoadTestSettings, timestamp: str) -> LoadTestReport:
+    """Run Locust against a served model and collect its results and Triton's statistics.
+
+    Args:
+        timestamp: names the results folder, `<results>/<model>-<timestamp>/`.
+    """
+    settings.check()
+    admin = TritonAdmin(settings.server)
+    check_model(admin, settings)
     folder = settings.results / f"{settings.model}-{timestamp}"
     folder.mkdir(parents=True, exist_ok=True)
     prefix = folder / "locust"

@@ -172,6 +172,11 @@ class TritonAdmin:
         """The versions of ``model`` that are loaded and READY."""
         return [v for v in self.model_versions(model) or [] if self.is_model_ready(model, v)]
 
+    def model_metadata(self, model: str) -> dict[str, Any]:
+        """The model's inputs and outputs, with KServe datatypes and shapes (-1: any size; batch included)."""
+        metadata: dict[str, Any] = self._json(f"metadata of {model} on {self.url}", f"/v2/models/{model}")
+        return metadata
+
     def model_config(self, model: str) -> dict[str, Any]:
         """The config Triton loaded for ``model`` (its JSON form)."""
         config: dict[str, Any] = self._json(f"config of {model} on {self.url}", f"/v2/models/{model}/config")

@@ -181,7 +181,8 @@ def render_config(
             batching["preferred_batch_size"] = list(range(1, options.max_batch_size + 1))
         if options.priority_levels:
             batching["priority_levels"] = options.priority_levels
-            batching["default_priority_level"] = (options.priority_levels + 1) // 2
+            # Unmarked requests sit below the middle level: with 2 levels, `--priority 1` passes them all.
+            batching["default_priority_level"] = options.priority_levels // 2 + 1
         if options.max_queue_size:
             batching["default_queue_policy"] = {"max_queue_size": options.max_queue_size}
         config["dynamic_batching"] = batching

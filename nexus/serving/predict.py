@@ -73,13 +73,17 @@ def predict(
     *,
     server: str | None = None,
     protocol: str = "http",
+    priority: int | None = None,
 ) -> dict[str, Array]:
     """Send one request to ``model``; without ``inputs``, random valid ones from its metadata.
 
     Args:
         server: `host:port` or an `http(s)://` URL (gRPC: `host:port`); default 127.0.0.1:8000 / :8001.
+        priority: Triton's request priority: 1 is the highest level; 0 or None, the model's default level.
     """
     validate_model_name(model)  # it becomes a URL path segment
+    if priority is not None and priority < 0:
+        raise PredictError(f"--priority {priority} is below 0; give 1 (the highest) or more, or 0 for the default")
     server = server or default_server(protocol)
     module, client = _client(server, protocol)
     from tritonclient.utils import InferenceServerException
@@ -101,7 +105,7 @@ def predict(
             tensor = module.InferInput(name, list(array.shape), expected[name])
             tensor.set_data_from_numpy(array.astype(_numpy_dtype(name, expected[name]), copy=False))
             tensors.append(tensor)
-        result = client.infer(model, tensors)
+        result = client.infer(model, tensors, priority=priority or 0)
         return {t["name"]: result.as_numpy(t["name"]) for t in metadata["outputs"]}
     except InferenceServerException as e:
         raise PredictError(f"{server} refused the request: {e.message()}") from e

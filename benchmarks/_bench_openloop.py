@@ -1,0 +1,166 @@
+"""The benchmark's open-loop rows: Poisson arrivals at rates found from the measured capacity, and the
+saturated priority row.
+
+Each row drives one served config with :func:`nexus.loadtest.openloop.run_open_loop`: requests
+arrive at the offered rate whatever the server does, and each latency runs from the request's
+*scheduled* send time, so queueing in front of the server is counted (a closed loop hides it by
+sending less). Triton's statistics before and after the measured window give the server-side split
+of the same requests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from _bench_client import StatsDelta
+from _bench_cpu import CpuSnapshot, CpuUse
+from _bench_models import Reference
+from nexus.loadtest.openloop import OpenLoopResult, OpenLoopSettings, PriorityShare, run_open_loop
+from nexus.serving.admin import TritonAdmin
+from nexus.serving.server import TritonServer
+
+#: Offered rates as shares of the measured capacity: from about 2 % of saturation up to saturation.
+FRACTIONS = (0.02, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
+QUICK_FRACTIONS = (0.05, 0.5, 1.0)
+#: The share of the priority row's requests sent at the top priority.
+TOP_SHARE = 0.05
+
+
+@dataclass
+class OpenRow:
+    model: str
+    config: str
+    #: The offered rate as a share of the capacity it was derived from.
+    fraction: float
+    offered: float
+    achieved: float
+    late: int
+    errors: int
+    p50: float
+    p90: float
+    p99: float
+    avg_batch: float
+    stats: StatsDelta
+    cpu: CpuUse
+
+    def summary(self) -> str:
+        s = self.stats
+        return (
+            f"{self.model:4} {self.config:10} open {self.fraction:4.0%} offered {self.offered:7,.0f} "
+            f"achieved {self.achieved:7,.0f} req/s  late {self.late}  errors {self.errors}  "
+            f"p50 {self.p50:7.2f}  p90 {self.p90:7.2f}  p99 {self.p99:7.2f} ms  batch {self.avg_batch:5.1f}  "
+            f"queue {s.queue_ms:.3f}  in {s.input_ms:.3f}  infer {s.infer_ms:.3f}  out {s.output_ms:.3f} ms  "
+            f"other {self.cpu.other:.0%}"
+        )
+
+
+@dataclass
+class PriorityRow:
+    """One saturated open-loop run with a share of the requests at the top priority."""
+
+    model: str
+    config: str
+    offered: float
+    achieved: float
+    #: p99 of the top-priority share and of the rest (ms); with no priorities sent, the same share's.
+    top_p99: float
+    rest_p99: float
+    top_requests: int
+    errors: int
+
+    def summary(self) -> str:
+        return (
+            f"{self.model:4} {self.config:14} saturated {self.offered:7,.0f} req/s offered, {self.achieved:7,.0f} "
+            f"achieved  top {TOP_SHARE:.0%} p99 {self.top_p99:8.2f} ms  rest p99 {self.rest_p99:8.2f} ms  "
+            f"errors {self.errors}"
+        )
+
+
+def rates(capacity: float, fractions: tuple[float, ...]) -> list[tuple[float, float]]:
+    """(fraction, requests/s) for each share of ``capacity``."""
+    return [(f, capacity * f) for f in fractions]
+
+
+def _settings(
+    server: TritonServer, reference: Reference, model: str, rate: float, warmup: float, seconds: float
+) -> OpenLoopSettings:
+    x = np.random.default_rng(0).standard_normal((1, *reference.sample_shape)).astype(np.float32)
+    return OpenLoopSettings(
+        server=f"{server.host}:{server.http_port}",
+        model=model,
+        inputs={"x": x},
+        outputs=["y"],
+        output_bytes=4 * reference.outputs,
+        rate=rate,
+        duration=seconds,
+        warmup=warmup,
+    )
+
+
+def measure_open(
+    server: TritonServer,
+    reference: Reference,
+    config: str,
+    fraction: float,
+    rate: float,
+    warmup: float,
+    seconds: float,
+) -> OpenRow:
+    model = f"{reference.name}_{config}"
+    settings = _settings(server, reference, model, rate, warmup, seconds)
+    admin = TritonAdmin(server.url)
+    before, cpu_before = admin.stats(model), CpuSnapshot.take(server.pid)
+    result = run_open_loop(settings)
+    cpu_after, after = CpuSnapshot.take(server.pid), admin.stats(model)
+    # the warm-up's requests are in Triton's counters too: the split is per request, so it still holds
+    stats = StatsDelta.between(before, after)
+    row = OpenRow(
+        model=reference.name,
+        config=config,
+        fraction=fraction,
+        offered=result.offered_rate,
+        achieved=result.achieved_rate,
+        late=result.late,
+        errors=result.errors,
+        p50=result.latency.p50,
+        p90=result.latency.p90,
+        p99=result.latency.p99,
+        avg_batch=stats.avg_batch,
+        stats=stats,
+        cpu=CpuUse.between(cpu_before, cpu_after, max(result.completed, 1)),
+    )
+    print(row.summary(), flush=True)
+    return row
+
+
+def measure_priority(
+    server: TritonServer, reference: Reference, config: str, rate: float, warmup: float, seconds: float, top: bool
+) -> PriorityRow:
+    """A saturated run with :data:`TOP_SHARE` of the requests marked: at priority 1 when ``top``, else
+    with no priority at all (the control: the same share, the same schedule)."""
+    model = f"{reference.name}_{config}"
+    base = _settings(server, reference, model, rate, warmup, seconds)
+    marked = PriorityShare(TOP_SHARE, 1 if top else 0)
+    settings = replace(base, mix=(marked,))
+    result = run_open_loop(settings)
+    top_class, rest = _classes(result)
+    row = PriorityRow(
+        model=reference.name,
+        config=config,
+        offered=result.offered_rate,
+        achieved=result.achieved_rate,
+        top_p99=top_class,
+        rest_p99=rest,
+        top_requests=result.classes[1].completed if len(result.classes) > 1 else 0,
+        errors=result.errors,
+    )
+    print(row.summary(), flush=True)
+    return row
+
+
+def _classes(result: OpenLoopResult) -> tuple[float, float]:
+    """p99 of the marked share and of the rest."""
+    rest, marked = result.classes[0], result.classes[1]
+    return marked.latency.p99, rest.latency.p99
