@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint typecheck unit bench bench-batching gpu-bundle reliability clean
+.PHONY: setup demo test lint typecheck unit bench bench-batching bench-tune gpu-bundle reliability clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,9 @@ bench: setup  ## transfer benchmark (1 GiB; BENCH_ARGS="--size-mib 128" for a qu
 
 bench-batching: setup  ## batching benchmark on a real Triton, closed and open loop, about 25 min: rewrites docs/batching.md and docs/batching.png (BENCH_ARGS="--quick --out /tmp/bench" for a short run)
 	$(PY) benchmarks/bench_batching.py $(BENCH_ARGS)
+
+bench-tune: setup  ## nexus tune against an exhaustive grid on a real Triton, p99 5/20/100 ms (long): rewrites docs/tuning.md (BENCH_ARGS="--tiny --targets 20 --out /tmp/bench" for a smoke run)
+	$(PY) benchmarks/bench_tune.py $(BENCH_ARGS)
 
 gpu-bundle: setup  ## .gpu/bundle.tar.xz: tritonserver, its libraries and the Python backend, to carry to a GPU machine for benchmarks/gpu_check.sh
 	$(PY) benchmarks/gpu_bundle.py

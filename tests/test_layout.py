@@ -20,12 +20,15 @@ PACKAGE = ROOT / "nexus"
 FOUNDATION = {"nexus", "errors", "tensors", "names", "settings", "atomic", "hashing", "shipped"}
 #: Each part of the tree -> the parts it may import (besides itself). The README's map says the same.
 MAY_IMPORT = {
-    "api": set(MAY_IMPORT_ANY := {"foundation", "storage", "registry", "serving", "loadtest", "quickstart", "cli"}),
+    "api": set(
+        MAY_IMPORT_ANY := {"foundation", "storage", "registry", "serving", "loadtest", "tune", "quickstart", "cli"}
+    ),
     "foundation": {"foundation"},
     "storage": {"foundation"},
     "registry": {"foundation", "storage"},
     "serving": {"foundation", "storage", "registry"},
     "loadtest": {"foundation", "serving"},
+    "tune": {"foundation", "registry", "serving", "loadtest"},
     "quickstart": {"foundation", "registry", "serving", "loadtest"},
     "cli": MAY_IMPORT_ANY - {"cli"},
 }

@@ -2,6 +2,7 @@
 
 Control plane (`nexus.cli.control`): init, store, signature, load, list, rollback, history.
 Data plane (`nexus.cli.serving`): publish, serve, predict, status; `nexus.cli.loadtest`: loadtest;
+`nexus.cli.tune`: tune;
 `nexus.cli.quickstart`: the whole job in a new folder.
 """
 
@@ -14,7 +15,7 @@ from typing import Annotated
 import typer
 
 from nexus import __version__
-from nexus.cli import control, loadtest, quickstart, serving
+from nexus.cli import control, loadtest, quickstart, serving, tune
 from nexus.cli.context import state
 from nexus.cli.output import stdout
 
@@ -60,6 +61,7 @@ app.command()(serving.serve)
 app.command()(serving.predict)
 app.command()(serving.status)
 app.command()(loadtest.loadtest)
+app.command()(tune.tune)
 app.command()(quickstart.quickstart)
 
 

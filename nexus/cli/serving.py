@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -26,6 +26,8 @@ from nexus.cli.output import stderr, stdout
 from nexus.cli.tables import print_outputs, print_published, status_table
 
 if TYPE_CHECKING:
+    from nexus.registry import Project
+    from nexus.serving.model_config import ServingOptions
     from nexus.serving.serve import Running, SyncResult
 
 
@@ -35,36 +37,43 @@ def publish(
     version: VersionOpt = None,
     commit: CommitOpt = None,
     repository: RepositoryOpt = None,
-    max_batch_size: Annotated[int, typer.Option(help="Largest batch Triton forms.")] = 32,
+    max_batch_size: Annotated[int | None, typer.Option(help="Largest batch Triton forms. [default: 32]")] = None,
     max_queue_delay_us: Annotated[
-        int,
+        int | None,
         typer.Option(
             help="window: how long each batch waits to fill. adaptive: never waited on; 0 stops a batch that "
-            "waits for an instance from growing."
+            "waits for an instance from growing. [default: 50000]"
         ),
-    ] = 50_000,
+    ] = None,
     batching: Annotated[
-        str,
+        str | None,
         typer.Option(
             help="adaptive: send a batch as soon as an instance is free; window: wait out the queue delay; "
-            "none: one request at a time."
+            "none: one request at a time. [default: adaptive]"
         ),
-    ] = "adaptive",
+    ] = None,
     no_batching: Annotated[bool, typer.Option("--no-batching", hidden=True, help="Same as --batching none.")] = False,
     instances: Annotated[
-        str, typer.Option(help="Model instances (copies) per device, or auto: 2, or 1 for artifacts over 1 GiB.")
-    ] = "auto",
-    kind: Annotated[str, typer.Option(help="Where instances run: auto, cpu or gpu.")] = "auto",
+        str | None,
+        typer.Option(
+            help="Model instances (copies) per device, or auto: 2, or 1 for artifacts over 1 GiB. [default: auto]"
+        ),
+    ] = None,
+    kind: Annotated[str | None, typer.Option(help="Where instances run: auto, cpu or gpu. [default: auto]")] = None,
     priority_levels: Annotated[
-        int,
+        int | None,
         typer.Option(
             help="Request priority levels (0: none); 1 is the highest, and requests sent without one get "
-            "the level below the middle (2 of 2, 2 of 3)."
+            "the level below the middle (2 of 2, 2 of 3). [default: 0]"
         ),
-    ] = 0,
-    max_queue_size: Annotated[int, typer.Option(help="Refuse requests beyond this queue length (0: no bound).")] = 0,
-    warmup: Annotated[bool, typer.Option("--warmup", help="Run a warm-up batch when the model loads.")] = False,
-    torch_threads: Annotated[int, typer.Option(help="torch threads per instance.")] = 1,
+    ] = None,
+    max_queue_size: Annotated[
+        int | None, typer.Option(help="Refuse requests beyond this queue length (0: no bound). [default: 0]")
+    ] = None,
+    warmup: Annotated[
+        bool | None, typer.Option("--warmup/--no-warmup", help="Run a warm-up batch when the model loads.")
+    ] = None,
+    torch_threads: Annotated[int | None, typer.Option(help="torch threads per instance. [default: 1]")] = None,
     inputs: InputsOpt = None,
     outputs: OutputsOpt = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the config and files; write nothing.")] = False,
@@ -72,27 +81,30 @@ def publish(
 ) -> None:
     """Render a stored version (latest by default) into a Triton model repository.
 
+    The serving options are the ones `nexus tune` recorded for the model in .nexus_serving.json, else the
+    defaults; each option given here overrides just that one.
+
     With a running `nexus serve` (found in .nexus/server.json) or --server HOST:PORT, the server is
     switched to the new version without failing a request, and the previous version comes back if it fails.
 
     Example: nexus publish prod_model --max-batch-size 64 --max-queue-delay-us 2000
     """
-    from nexus.serving.model_config import ServingOptions, parse_instances
     from nexus.serving.publish import publish as publish_version
     from nexus.tensors import parse_signature
 
-    options = ServingOptions.with_policy(
-        "none" if no_batching else batching,
-        max_batch_size=max_batch_size,
-        max_queue_delay_us=max_queue_delay_us,
-        instances=parse_instances(instances),
-        kind=kind,
-        priority_levels=priority_levels,
-        max_queue_size=max_queue_size,
-        warmup=warmup,
-        torch_threads=torch_threads,
-    )
     p = project()
+    given = {
+        "max_batch_size": max_batch_size,
+        "max_queue_delay_us": max_queue_delay_us,
+        "batching": "none" if no_batching else batching,
+        "instances": instances,
+        "kind": kind,
+        "priority_levels": priority_levels,
+        "max_queue_size": max_queue_size,
+        "warmup": warmup,
+        "torch_threads": torch_threads,
+    }
+    options, source = serving_options(p, model_name, {k: v for k, v in given.items() if v is not None})
     result = publish_version(
         p,
         model_name,
@@ -104,7 +116,27 @@ def publish(
         dry_run=dry_run,
         server=None if dry_run else live_server(p, server, repository),
     )
-    print_published(result, options)
+    print_published(result, options, source)
+
+
+def serving_options(p: Project, model: str, given: dict[str, Any]) -> tuple[ServingOptions, str | None]:
+    """The options recorded for ``model`` (else the defaults) with the ``given`` ones (as typed) replacing theirs;
+    and where they came from, for the summary line (None: the defaults)."""
+    from nexus.serving.model_config import ServingOptions, parse_instances
+    from nexus.serving.tuned import recorded
+
+    tuning = recorded(p, model)
+    fields = dict(given)
+    if "batching" in fields:
+        policy = ServingOptions.with_policy(fields.pop("batching"))
+        fields.update(batching=policy.batching, policy=policy.policy)
+    if "instances" in fields:
+        fields["instances"] = parse_instances(fields["instances"])
+    options = replace(tuning.options if tuning else ServingOptions(), **fields)
+    if tuning is None:
+        return options, None
+    typed = ", ".join(f"--{name.replace('_', '-')}" for name in given)
+    return options, tuning.describe() + (f"; {typed} as given" if typed else "")
 
 
 @handles_errors

@@ -75,8 +75,9 @@ def serving_summary(options: ServingOptions, version: ModelVersion) -> str:
     return ", ".join(parts)
 
 
-def print_published(result: PublishResult, options: ServingOptions) -> None:
-    """What a publish wrote (or would write, with --dry-run), and which server it switched."""
+def print_published(result: PublishResult, options: ServingOptions, source: str | None = None) -> None:
+    """What a publish wrote (or would write, with --dry-run), which server it switched, and how it serves
+    (``source``: where the options came from, e.g. `tuned for p99 ≤ 20 ms, .nexus_serving.json`)."""
     out, v, model = stdout(), result.version, result.model_name
     if not result.written:
         out.out(result.config_text, highlight=False)
@@ -85,7 +86,9 @@ def print_published(result: PublishResult, options: ServingOptions) -> None:
         out.print(f"Published {model} v{v.version} and switched {result.server} to it (commit {v.short_commit}).")
     else:
         out.print(f"Published {model} v{v.version} (commit {v.short_commit}, {v.format}) to {result.repository}")
-        out.print(f"  serving: {serving_summary(options, v)}", highlight=False)
+    if result.written:
+        suffix = f" ({source})" if source else ""
+        out.print(f"  serving: {serving_summary(options, v)}{suffix}", highlight=False)
     for name in result.files:
         out.print(f"  {name}")
     if not v.is_latest:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from nexus.errors.base import NexusError
 
 # --- publishing -----------------------------------------------------------------------------
@@ -63,6 +65,25 @@ class PredictError(NexusError):
 
 class LoadTestError(NexusError):
     """The load test could not run, or produced no results."""
+
+
+class TuneError(NexusError):
+    """`nexus tune` was given a bad target or budget, or could not measure the model."""
+
+
+class TargetUnreachableError(TuneError):
+    """No configuration met the latency target at any rate the tuner tried."""
+
+
+class ServingRecordError(NexusError):
+    """`.nexus_serving.json` (the tuned serving options) cannot be read."""
+
+    def __init__(self, path: Path, detail: str) -> None:
+        self.path = path
+        super().__init__(
+            f"{path} is not a valid NexusML serving record ({detail}); restore it from git "
+            f"(`git checkout -- {path.name}`), fix it by hand, or delete it and run `nexus tune` again"
+        )
 
 
 class QuickstartError(NexusError):

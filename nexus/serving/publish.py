@@ -16,6 +16,7 @@ from nexus.registry.metadata import EXTENSIONS, ModelVersion
 from nexus.registry.signature import check_signature, signature_command
 from nexus.serving.model_config import ServingOptions, config_to_text, parse_config, render_config
 from nexus.serving.repository import CONFIG, MODEL_PY, ModelRepository
+from nexus.serving.tuned import recorded_options
 from nexus.tensors import Signature
 
 __all__ = ["CONFIG", "MODEL_PY", "PublishResult", "publish", "render_version", "resolve_signature"]
@@ -62,6 +63,8 @@ def publish(
     """Render ``model_name`` (latest by default) into a Triton model repository.
 
     Args:
+        options: how to serve it; default the options `nexus tune` recorded for the model
+            (`.nexus_serving.json`), else (a hot swap) the ones the server runs, else the defaults.
         repository: a folder (relative to the project root), a bucket URI, or a resolved repository;
             default `[publish] repository` in `.nexusrc`.
         server: a running Triton serving that repository (`host:port` or a URL): it is switched to
@@ -70,6 +73,7 @@ def publish(
     """
     v = project.resolve(model_name, version, commit)
     repo = ModelRepository.resolve(project, repository)
+    options = options if options is not None else recorded_options(project, model_name)
     if server is not None and not dry_run:
         from nexus.serving.hotswap import swap
 
@@ -86,8 +90,11 @@ def render_version(
     *,
     dry_run: bool = False,
 ) -> PublishResult:
-    """Render one version into ``repo`` (nothing is written with ``dry_run``); no server is touched."""
-    options = options or ServingOptions()
+    """Render one version into ``repo`` (nothing is written with ``dry_run``); no server is touched.
+
+    Without ``options``, the ones recorded for the model (`.nexus_serving.json`), else the defaults.
+    """
+    options = options or recorded_options(project, v.model_name) or ServingOptions()
     cached = project.cached_artifact(v)
     signature = resolve_signature(v, signature, cached)
     artifact_name = f"model.{EXTENSIONS[v.format]}"

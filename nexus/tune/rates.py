@@ -1,0 +1,144 @@
+"""The highest open-loop rate a configuration serves under a latency target: capacity first, then a log-scale bisection.
+
+Pure functions over a measuring callback (one open-loop window at a rate -> :class:`Probe`), so they are
+tested without a server. The design:
+
+1. **Capacity.** A short burst offered far above what the server can do, with as many connections as
+   the configuration can keep busy (twice instances x max batch size, as Model Analyzer sizes its
+   concurrency); what comes back per second is the capacity. When everything offered came back, the
+   burst was not above capacity, and it is repeated at 4x the rate (at most 3 times).
+2. **Bisection** on a log scale between ``floor`` (2 %) of the capacity and the capacity. A rate
+   *passes* when the chosen percentile is under the target, nothing failed, the achieved rate is the
+   offered one (within three Poisson standard deviations) and at most 5 % of the sends were late (by a
+   quarter of the target: the client could not keep up; latency counts from the schedule anyway). The
+   search probes ``first`` (the capacity, or a caller's hint), then the floor if nothing passed yet
+   (failing there twice, the configuration serves nothing under the target), the capacity if nothing failed
+   yet, and then the geometric middle of the highest passing and lowest failing rates, until they are
+   within ``resolution`` (5 %) of each other or ``max_probes`` windows are spent.
+3. **Pruning.** A neighbour in the hill climb only matters if it beats the current best by the climb's
+   5 %; its search starts at that rate (the hint), and if it fails there only ``coarse`` more windows
+   place it on the frontier.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One open-loop window at an offered rate, and what Triton said about it.
+
+    Attributes:
+        latency_ms: the target's percentile of the latency from each request's scheduled time.
+        avg_batch: requests per executed batch over the window, from Triton's statistics.
+    """
+
+    offered: float
+    achieved: float
+    seconds: float
+    sent: int
+    late: int
+    errors: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    latency_ms: float
+    avg_batch: float | None = None
+    first_error: str | None = None
+
+
+def passes(probe: Probe, target_ms: float, late_share: float = 0.05) -> bool:
+    """Served under the target: percentile under ``target_ms``, no errors, achieved ≈ offered, few late sends."""
+    expected = probe.offered * probe.seconds
+    shortfall = 3 * math.sqrt(expected) + 2  # three standard deviations of a Poisson count, and rounding
+    return (
+        probe.errors == 0
+        and probe.latency_ms <= target_ms
+        and probe.achieved * probe.seconds >= expected - shortfall
+        and probe.late <= late_share * max(probe.sent, 1)
+    )
+
+
+def estimate_capacity(burst: Callable[[float], Probe], start_rate: float, tries: int = 3) -> float:
+    """Requests per second the server answers when offered more than it can take (see the module docstring)."""
+    rate, best = start_rate, 0.0
+    for _ in range(tries):
+        probe = burst(rate)
+        best = max(best, probe.achieved)
+        if probe.achieved < 0.8 * rate:
+            break
+        rate *= 4
+    return best
+
+
+@dataclass
+class RateSearch:
+    """The probes of one search; ``served`` is the highest passing one (None: nothing passed)."""
+
+    probes: list[Probe] = field(default_factory=list)
+    served: Probe | None = None
+    #: Stopped short after failing the hint (a neighbour that cannot win): ``served`` is a lower bound.
+    coarse: bool = False
+
+    @property
+    def rate(self) -> float:
+        return self.served.offered if self.served is not None else 0.0
+
+
+def rate_search(
+    measure: Callable[[float], Probe],
+    ok: Callable[[Probe], bool],
+    capacity: float,
+    *,
+    first: float | None = None,
+    floor: float = 0.02,
+    resolution: float = 0.05,
+    max_probes: int = 9,
+    coarse: int | None = None,
+) -> RateSearch:
+    """The highest rate between ``floor * capacity`` and ``capacity`` that passes ``ok``.
+
+    Args:
+        measure: one window at a rate.
+        first: the first rate to try (default the capacity); with ``coarse``, a rate that only matters if
+            passed: failing it, at most ``coarse`` more windows are spent.
+    """
+    result = RateSearch()
+    if capacity <= 0:
+        return result
+    low, top = capacity * floor, capacity
+    good: Probe | None = None
+    bad: float | None = None
+    budget = max_probes
+    hint = first if first is not None and low < first < top else None
+    tried: list[float] = []
+    while len(result.probes) < budget:
+        if not result.probes:
+            rate = hint if hint is not None else top
+        elif good is None:
+            if tried.count(low) >= 2:  # failing at the floor ends the search; one hiccup must not
+                break
+            rate = low
+        elif bad is None:
+            if top in tried:
+                break
+            rate = top
+        else:
+            if bad <= good.offered * (1 + resolution):
+                break
+            rate = math.sqrt(good.offered * bad)
+        tried.append(rate)
+        probe = measure(rate)
+        result.probes.append(probe)
+        if ok(probe):
+            if good is None or probe.offered > good.offered:
+                good = probe
+        elif bad is None or rate < bad:
+            bad = rate
+        if len(result.probes) == 1 and hint is not None and coarse is not None and good is None:
+            budget, result.coarse = 1 + coarse, True
+    result.served = good
+    return result

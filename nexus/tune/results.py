@@ -1,0 +1,119 @@
+"""What a tuning run found: one :class:`Evaluation` per configuration measured, and the :class:`TuneResult`."""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nexus.registry.metadata import ModelVersion
+from nexus.serving.model_config import ServingOptions
+from nexus.tune.rates import Probe
+from nexus.tune.space import label
+from nexus.tune.target import Target
+
+
+@dataclass
+class Evaluation:
+    """One configuration: the rate it serves under the target, and every probe that found it.
+
+    Attributes:
+        served: the highest offered rate that passed (0: none did, or it did not load: ``error``).
+        at: the probe at that rate (its percentile latency and batch size are the frontier's).
+        coarse: the search stopped early (the configuration could not beat the best): ``served`` is a lower bound.
+    """
+
+    options: ServingOptions
+    served: float = 0.0
+    at: Probe | None = None
+    capacity: float = 0.0
+    probes: list[Probe] = field(default_factory=list)
+    bursts: list[Probe] = field(default_factory=list)
+    load_s: float = 0.0
+    measure_s: float = 0.0
+    coarse: bool = False
+    error: str | None = None
+
+    @property
+    def label(self) -> str:
+        return label(self.options)
+
+
+@dataclass(frozen=True)
+class Spread:
+    """The winner's served rate over its measurements (the search's and the reruns')."""
+
+    rates: tuple[float, ...]
+
+    @property
+    def min(self) -> float:
+        return min(self.rates)
+
+    @property
+    def median(self) -> float:
+        return float(statistics.median(self.rates))
+
+    @property
+    def max(self) -> float:
+        return max(self.rates)
+
+
+@dataclass(frozen=True)
+class Machine:
+    cpu: str
+    cores: int
+
+    @classmethod
+    def this(cls) -> Machine:
+        cpu = platform.processor() or platform.machine()
+        try:
+            for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+        except OSError:
+            pass
+        return cls(cpu, os.cpu_count() or 1)
+
+
+@dataclass
+class TuneResult:
+    """A finished run.
+
+    Attributes:
+        evaluations: every configuration measured, in order (the first is the start: the defaults).
+        winner: the search's best; ``reruns`` its extra measurements, ``spread`` all of its served rates.
+        runner_up: the next best configuration; ``runner_up_within_spread`` when it served at least the
+            winner's lowest rate (the machine's noise cannot tell them apart).
+        stopped: why the search ended: converged, exhausted or budget.
+        record: `.nexus_serving.json`, when the winner was recorded there.
+        applied: the server the winner was switched into (`--apply`).
+    """
+
+    model: str
+    version: ModelVersion
+    target: Target
+    evaluations: list[Evaluation]
+    winner: Evaluation
+    reruns: list[Evaluation]
+    spread: Spread
+    runner_up: Evaluation | None
+    stopped: str
+    elapsed_s: float
+    machine: Machine
+    date: str
+    report: Path | None = None
+    files: list[Path] = field(default_factory=list)
+    record: Path | None = None
+    applied: str | None = None
+
+    @property
+    def runner_up_within_spread(self) -> bool:
+        return self.runner_up is not None and self.runner_up.served >= self.spread.min
+
+    @property
+    def frontier(self) -> list[Evaluation]:
+        """Every configuration, best first."""
+        return sorted(self.evaluations, key=lambda e: -e.served)

@@ -1,0 +1,335 @@
+"""`nexus tune`: the hill climb and the rate search on synthetic surfaces, targets as typed, the record that
+`nexus publish` serves from, and one quick run end to end against a real Triton."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from helpers import GitRepo
+from nexus.cli import app
+from nexus.errors import ServingRecordError, TuneError
+from nexus.registry import Project
+from nexus.serving.model_config import ServingOptions, parse_config, read_serving
+from nexus.serving.publish import publish
+from nexus.serving.tuned import SERVING_FILE, record, recorded_options
+from nexus.tensors import Signature, TensorSpec
+from nexus.tune.rates import Probe, estimate_capacity, passes, rate_search
+from nexus.tune.search import hill_climb, neighbours
+from nexus.tune.space import FULL_SPACE, QUICK_SPACE, canonical, grid, start_point
+from nexus.tune.target import Target, parse_latency, parse_target, target_from_options
+
+MLP_SIGNATURE = Signature([TensorSpec("x", "float32", [-1, 4])], [TensorSpec("y", "float32", [-1, 3])])
+
+# --- the hill climb ---------------------------------------------------------------------------
+
+
+class Counted:
+    """A synthetic score that counts its calls."""
+
+    def __init__(self, surface: Any) -> None:
+        self.surface, self.calls = surface, 0
+
+    def __call__(self, point: dict[str, Any]) -> float:
+        self.calls += 1
+        return float(self.surface(point))
+
+
+def peak(optimum: dict[str, Any], falloff: float = 0.7) -> Any:
+    """A unimodal surface over FULL_SPACE: 1000 at ``optimum``, x ``falloff`` per grid step away along any dimension."""
+
+    def surface(point: dict[str, Any]) -> float:
+        steps = sum(abs(list(v).index(point[n]) - list(v).index(optimum[n])) for n, v in FULL_SPACE.items())
+        return 1000 * falloff**steps
+
+    return surface
+
+
+START = {"instances": 2, "max_batch_size": 32, "policy": "adaptive", "max_queue_delay_us": 10_000}
+
+
+def test_the_climb_finds_the_optimum_of_a_unimodal_surface_measuring_a_fraction_of_the_grid() -> None:
+    optimum = {"instances": 4, "max_batch_size": 2, "policy": "window", "max_queue_delay_us": 500}
+    score = Counted(peak(optimum))
+
+    climb = hill_climb(FULL_SPACE, START, score)
+
+    assert climb.best == optimum
+    assert climb.best_score == 1000
+    assert climb.stopped == "converged"
+    assert climb.path[0] == START
+    assert climb.path[-1] == optimum
+    assert score.calls == climb.evaluations < 504 / 4
+    assert len({tuple(sorted(p.items())) for p, _ in climb.scores}) == climb.evaluations  # none measured twice
+
+
+def test_the_climb_stops_when_no_neighbour_gains_five_percent() -> None:
+    # every step towards the optimum gains 3%: not worth a move
+    score = Counted(peak({"instances": 4, "max_batch_size": 1, "policy": "window", "max_queue_delay_us": 0}, 1 / 1.03))
+
+    climb = hill_climb(FULL_SPACE, START, score, min_gain=0.05)
+
+    assert climb.best == START
+    assert climb.stopped == "converged"
+    assert score.calls == 1 + len(neighbours(FULL_SPACE, START))
+    assert hill_climb(FULL_SPACE, START, Counted(score.surface), min_gain=0.02).best != START
+
+
+def test_the_climb_spends_no_more_than_its_budget() -> None:
+    optimum = {"instances": 4, "max_batch_size": 1, "policy": "window", "max_queue_delay_us": 0}
+    score = Counted(peak(optimum))
+    climb = hill_climb(FULL_SPACE, START, score, max_evaluations=5)
+    assert (score.calls, climb.evaluations, climb.stopped) == (5, 5, "budget")
+    assert climb.best_score == max(s for _, s in climb.scores)
+
+    clock = Counted(peak(optimum))
+    stopped = hill_climb(FULL_SPACE, START, clock, keep_going=lambda: clock.calls < 3)
+    assert (clock.calls, stopped.stopped) == (3, "budget")
+
+
+def test_adaptive_configurations_differing_only_in_delay_are_measured_once() -> None:
+    target = Target(99, 20)
+    score = Counted(lambda p: 100 + p["max_batch_size"])
+    start = start_point(QUICK_SPACE, target, ServingOptions(), _version())
+    climb = hill_climb(QUICK_SPACE, start, score, canonical=lambda p: canonical(p, QUICK_SPACE, target))
+    adaptive = [p for p, _ in climb.scores if p["policy"] == "adaptive"]
+    assert {p["max_queue_delay_us"] for p in adaptive} == {20_000}
+    assert len(grid(QUICK_SPACE, target)) == 3 * 4 * (1 + 4)
+
+
+def _version() -> Any:
+    from nexus.registry.metadata import ModelVersion
+
+    return ModelVersion("m", 1, "0" * 40, "file:///x", True, "0" * 64, 10, "torchscript", "t", "a")
+
+
+# --- the rate search --------------------------------------------------------------------------
+
+
+def server(limit: float, capacity: float = 1000.0, calls: list[float] | None = None) -> Any:
+    """A synthetic server: meets the target up to ``limit`` requests/s, answers up to ``capacity``."""
+
+    def measure(rate: float) -> Probe:
+        if calls is not None:
+            calls.append(rate)
+        achieved = min(rate, capacity)
+        latency = 5.0 if rate <= limit else 50.0
+        return Probe(rate, achieved, 1.0, int(rate), 0, 0, latency, latency, latency, latency)
+
+    return measure
+
+
+def test_the_rate_search_brackets_the_highest_rate_under_the_target_within_its_resolution() -> None:
+    calls: list[float] = []
+    found = rate_search(server(437, calls=calls), lambda p: passes(p, 20), 1000, resolution=0.05, max_probes=12)
+    assert found.served is not None
+    assert 437 / 1.05 <= found.rate <= 437
+    assert calls[:2] == [1000, 20]  # the capacity first, then the floor
+    assert len(calls) <= 10
+
+
+def test_the_rate_search_stops_at_once_when_the_capacity_passes_or_the_floor_fails() -> None:
+    calls: list[float] = []
+    assert rate_search(server(5000, calls=calls), lambda p: passes(p, 20), 1000).rate == 1000
+    assert calls == [1000]
+    calls.clear()
+    assert rate_search(server(1, calls=calls), lambda p: passes(p, 20), 1000).rate == 0
+    assert calls == [1000, 20, 20]  # the floor is tried twice before the search gives up
+
+
+def test_a_configuration_that_fails_the_rate_it_must_beat_gets_only_a_coarse_search() -> None:
+    calls: list[float] = []
+    found = rate_search(server(300, calls=calls), lambda p: passes(p, 20), 1000, first=600, coarse=2)
+    assert found.coarse
+    assert calls[0] == 600
+    assert len(calls) == 3
+    assert found.rate <= 300
+
+
+def test_capacity_is_what_comes_back_when_far_more_is_offered() -> None:
+    calls: list[float] = []
+    assert estimate_capacity(server(0, capacity=3000, calls=calls), 1000) == 3000
+    assert calls == [1000, 4000]
+
+
+def test_a_probe_passes_only_without_errors_late_sends_or_a_shortfall() -> None:
+    good = Probe(1000, 990, 2.0, 2000, 0, 0, 3, 5, 9, 9)
+    assert passes(good, 10)
+    assert not passes(good, 8)
+    assert not passes(Probe(1000, 990, 2.0, 2000, 0, 1, 3, 5, 9, 9), 10)  # one error
+    assert not passes(Probe(1000, 800, 2.0, 2000, 0, 0, 3, 5, 9, 9), 10)  # 20% short
+    assert not passes(Probe(1000, 990, 2.0, 2000, 200, 0, 3, 5, 9, 9), 10)  # 10% late
+    assert not passes(Probe(1000, 990, 2.0, 2000, 0, 0, 3, 5, math.nan, math.nan), 10)  # nothing answered
+
+
+# --- targets ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("text", "ms"), [("20ms", 20), ("0.02s", 20), ("500us", 0.5), ("1.5 ms", 1.5), ("2S", 2000)])
+def test_latencies_are_read_in_ms_s_and_us(text: str, ms: float) -> None:
+    assert parse_latency(text) == pytest.approx(ms)
+
+
+def test_targets_are_read_as_an_option_per_percentile_or_one_general_form() -> None:
+    assert parse_target("p95=15ms") == Target(95, 15)
+    assert parse_target("P99<=0.02s") == Target(99, 20)
+    assert target_from_options(None, p99="20ms") == Target(99, 20)
+    assert str(Target(99, 20)) == "p99 ≤ 20 ms"
+    for bad in ("p99", "99=20ms", "p100=1ms", "p99=fast"):
+        with pytest.raises(TuneError, match=r"write"):
+            parse_target(bad)
+    with pytest.raises(TuneError, match="give one latency target"):
+        target_from_options("p99=20ms", p90="5ms")
+
+
+# --- the record, and publish ------------------------------------------------------------------
+
+TUNED = ServingOptions(max_batch_size=8, max_queue_delay_us=2000, policy="window", instances=1)
+
+
+def test_publish_serves_the_recorded_options_and_a_typed_option_overrides_just_that_one(
+    repo: GitRepo, models: dict[str, Path], tmp_path: Path
+) -> None:
+    project = Project.open()
+    project.store(models["torchscript"], "m", signature=MLP_SIGNATURE)
+    record(project, "m", TUNED, {"target": {"percentile": 99.0, "ms": 20.0}})
+    out = tmp_path / "repo"
+
+    tuned = CliRunner().invoke(app, ["publish", "m", "-r", str(out)])
+
+    assert tuned.exit_code == 0, tuned.output
+    assert tuned.stdout.splitlines()[1] == (
+        "  serving: 1 instance, batches of up to 8 in 2 ms windows (tuned for p99 ≤ 20 ms, .nexus_serving.json)"
+    )
+    assert read_serving(parse_config((out / "m/config.pbtxt").read_text()))[0] == TUNED
+
+    typed = CliRunner().invoke(app, ["publish", "m", "-r", str(out), "--max-batch-size", "4"])
+
+    assert typed.exit_code == 0, typed.output
+    assert typed.stdout.splitlines()[1].endswith(
+        "(tuned for p99 ≤ 20 ms, .nexus_serving.json; --max-batch-size as given)"
+    )
+    options = read_serving(parse_config((out / "m/config.pbtxt").read_text()))[0]
+    assert options == ServingOptions(max_batch_size=4, max_queue_delay_us=2000, policy="window", instances=1)
+
+    # the library too; and a model with no record gets the defaults
+    publish(project, "m", repository=out)
+    assert read_serving(parse_config((out / "m/config.pbtxt").read_text()))[0] == TUNED
+    project.store(models["torchscript"], "other", signature=MLP_SIGNATURE)
+    publish(project, "other", repository=out)
+    assert read_serving(parse_config((out / "other/config.pbtxt").read_text()))[0] == ServingOptions()
+
+
+def test_recording_keeps_other_models_and_replaces_the_file_atomically(repo: GitRepo) -> None:
+    project = Project.open()
+    record(project, "a", TUNED, {})
+    record(project, "b", ServingOptions(instances=3), {"note": "x"})
+    record(project, "a", ServingOptions(max_batch_size=16), {})
+    data = json.loads((repo.root / SERVING_FILE).read_text())
+    assert data["format"] == 1
+    assert sorted(data["models"]) == ["a", "b"]
+    assert recorded_options(project, "a") == ServingOptions(max_batch_size=16)
+    assert recorded_options(project, "b") == ServingOptions(instances=3)
+    assert [p.name for p in repo.root.iterdir() if p.name.startswith(".nexus_serving")] == [SERVING_FILE]
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["{not json", '{"format": 2, "models": {}}', '{"format": 1, "models": {"m": {"options": {"max_batch_size": "8"}}}}',
+     '{"format": 1, "models": {"m": {"options": {"speed": 1}}}}',
+     '{"format": 1, "models": {"m": {"options": {"max_batch_size": -1}}}}'],
+)  # fmt: skip
+def test_a_corrupt_serving_record_is_a_one_line_error_naming_the_file(
+    repo: GitRepo, models: dict[str, Path], tmp_path: Path, text: str
+) -> None:
+    project = Project.open()
+    project.store(models["torchscript"], "m", signature=MLP_SIGNATURE)
+    (repo.root / SERVING_FILE).write_text(text)
+    with pytest.raises(ServingRecordError):
+        recorded_options(project, "m")
+
+    result = CliRunner().invoke(app, ["publish", "m", "-r", str(tmp_path / "repo")])
+
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"Error: {repo.root / SERVING_FILE} is not a valid NexusML serving record (")
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "repo").exists()
+
+
+# --- bad input to the command -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["m", "--p99", "20"], "Error: cannot read the latency '20'; write a positive time with its unit: 20ms"),
+        (["m", "--target", "fast"], "Error: cannot read the target 'fast'; write PERCENTILE=LATENCY"),
+        (["m"], "Error: give one latency target, e.g. --p99 20ms"),
+        (["m", "--p99", "20ms", "--budget", "0"], "Error: the duration '0' is not positive"),
+        (["m", "--target", "p95=15ms"], "Error: the load client measures p50, p90, p99"),
+        (["nope", "--p99", "20ms"], "Error: no model named 'nope'"),
+    ],
+)
+def test_bad_input_to_tune_is_a_one_line_error(
+    repo: GitRepo, models: dict[str, Path], args: list[str], message: str
+) -> None:
+    Project.open().store(models["torchscript"], "m", signature=MLP_SIGNATURE)
+    result = CliRunner().invoke(app, ["tune", *args])
+    assert result.exit_code == 1, result.output
+    assert result.stderr.startswith(message)
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.output
+    assert not (repo.root / SERVING_FILE).exists()
+
+
+# --- end to end -------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_quick_tune_measures_on_a_real_triton_reports_and_records_what_publish_then_serves(
+    repo: GitRepo, models: dict[str, Path], tmp_path: Path
+) -> None:
+    Project.open().store(models["torchscript"], "m", signature=MLP_SIGNATURE)
+
+    result = CliRunner().invoke(app, ["tune", "m", "--p99", "50ms", "--quick", "--budget", "60s"])
+
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert "m v1: p99 ≤ 50 ms" in out
+    assert "served req/s" in out
+    assert "winner" in out
+    assert "Winner: " in out
+    assert f"Recorded in {SERVING_FILE}" in out
+    (report,) = (repo.root / ".nexus" / "tune" / "m").iterdir()
+    assert {p.name for p in report.iterdir()} >= {"results.json", "results.csv"}
+    results = json.loads((report / "results.json").read_text())
+    assert results["target"] == {"percentile": 99.0, "ms": 50.0}
+    assert len(results["spread"]["rates"]) == 3
+    with open(report / "results.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {"search", "rerun"} <= {r["stage"] for r in rows}
+    assert all(r["offered"] and r["p99_ms"] is not None for r in rows)
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        assert "no frontier.png" in out
+    else:
+        assert (report / "frontier.png").stat().st_size > 0
+
+    recorded = json.loads((repo.root / SERVING_FILE).read_text())["models"]["m"]
+    assert recorded["tuned"]["target"] == {"percentile": 99.0, "ms": 50.0}
+    assert recorded["tuned"]["version"] == 1
+    assert recorded["tuned"]["spread"]["min"] <= recorded["tuned"]["served_rate"] <= recorded["tuned"]["spread"]["max"]
+    assert recorded["tuned"]["report"] == str(report.relative_to(repo.root))
+    winner = ServingOptions(**recorded["options"])
+    assert winner == ServingOptions(**results["winner"]["options"])
+
+    published = CliRunner().invoke(app, ["publish", "m", "-r", str(tmp_path / "repo")])
+    assert published.exit_code == 0, published.output
+    assert read_serving(parse_config((tmp_path / "repo/m/config.pbtxt").read_text()))[0] == winner
