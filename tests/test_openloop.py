@@ -4,6 +4,7 @@ process of its own (tests/slow_http_server.py), and a real Triton."""
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 import threading
@@ -228,3 +229,17 @@ def test_against_triton_every_answer_is_good_and_triton_counts_them(tmp_path: Pa
     assert 0 < result.latency.p50 <= result.latency.p90 <= result.latency.p99 <= result.latency.max
     assert wrong.errors == wrong.scheduled > 0
     assert wrong.first_error == "expected 16 output bytes, got 24"
+
+
+def test_any_latency_percentile_can_be_asked_for() -> None:
+    from nexus.loadtest.openloop import Latency
+
+    ms = [i * 1_000_000 for i in range(1, 1001)]  # 1..1000 ms
+    latency = Latency.of(ms, percentiles=(95, 99.9, 99))
+    assert latency.at(95) == pytest.approx(950.05)
+    assert latency.at(99.9) == pytest.approx(999.001)
+    assert latency.at(99) == latency.p99
+    assert latency.at(100) == 1000.0
+    with pytest.raises(LoadTestError, match="p97 was not measured"):
+        latency.at(97)
+    assert math.isnan(Latency.of([], percentiles=(95,)).at(95))

@@ -73,6 +73,8 @@ class OpenLoopSettings:
     max_connections: int = 256
     timeout: float = 10.0
     late_ms: float = 1.0
+    #: Latency percentiles to report besides p50, p90 and p99 (e.g. ``(95, 99.9)``): :meth:`Latency.at`.
+    percentiles: tuple[float, ...] = ()
 
     def check(self) -> None:
         if not self.rate > 0 or not math.isfinite(self.rate):
@@ -81,6 +83,8 @@ class OpenLoopSettings:
             raise LoadTestError("the duration and timeout must be positive, the warm-up 0 or more")
         if self.max_connections < 1:
             raise LoadTestError("max_connections must be at least 1")
+        if any(not 0 < q < 100 for q in self.percentiles):
+            raise LoadTestError("percentiles are between 0 and 100 (exclusive), e.g. 95 or 99.9")
         if any(p < 0 for p in [*(m.priority for m in self.mix), self.priority or 0]):
             raise LoadTestError("a priority is 0 (the model's default level) or more; 1 is the highest")
         if any(not 0 < m.share < 1 for m in self.mix) or sum(m.share for m in self.mix) >= 1:
@@ -102,19 +106,30 @@ class OpenLoopSettings:
 
 @dataclass(frozen=True)
 class Latency:
-    """Latency percentiles in milliseconds (NaN when nothing was answered)."""
+    """Latency percentiles in milliseconds (NaN when nothing was answered); ``others`` holds any more
+    percentiles asked for (:attr:`OpenLoopSettings.percentiles`), read with :meth:`at`."""
 
     p50: float
     p90: float
     p99: float
     max: float
+    others: tuple[tuple[float, float], ...] = ()
 
     @classmethod
-    def of(cls, ns: Sequence[int]) -> Latency:
+    def of(cls, ns: Sequence[int], percentiles: Sequence[float] = ()) -> Latency:
+        extra = [q for q in dict.fromkeys(percentiles) if q not in (50, 90, 99)]
         if not ns:
-            return cls(math.nan, math.nan, math.nan, math.nan)
-        p50, p90, p99 = (float(v) / 1e6 for v in np.percentile(np.asarray(ns, dtype=np.float64), [50, 90, 99]))
-        return cls(p50, p90, p99, max(ns) / 1e6)
+            return cls(math.nan, math.nan, math.nan, math.nan, tuple((q, math.nan) for q in extra))
+        values = np.percentile(np.asarray(ns, dtype=np.float64), [50, 90, 99, *extra]) / 1e6
+        p50, p90, p99 = (float(v) for v in values[:3])
+        return cls(p50, p90, p99, max(ns) / 1e6, tuple((q, float(v)) for q, v in zip(extra, values[3:], strict=True)))
+
+    def at(self, percentile: float) -> float:
+        """The latency at ``percentile`` (50, 90, 99 or one asked for in the settings)."""
+        known = {50.0: self.p50, 90.0: self.p90, 99.0: self.p99, 100.0: self.max, **dict(self.others)}
+        if percentile not in known:
+            raise LoadTestError(f"p{percentile:g} was not measured; ask for it in OpenLoopSettings.percentiles")
+        return known[percentile]
 
 
 @dataclass(frozen=True)
@@ -234,7 +249,7 @@ def _result(settings: OpenLoopSettings, run: Sender, connections: int) -> OpenLo
         max_late_ms=max(late_ns, default=0) / 1e6,
         errors=len(errors),
         first_error=run.errors[errors[0]] if errors else None,
-        latency=Latency.of([run.done[r] - run.due[r] for r in answered]),
+        latency=Latency.of([run.done[r] - run.due[r] for r in answered], s.percentiles),
         send_latency=Latency.of([run.done[r] - run.sent[r] for r in answered]),
         connections=connections,
         classes=classes,

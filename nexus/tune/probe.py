@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,23 +31,12 @@ from nexus.serving.repository import CONFIG
 from nexus.tensors import Signature
 from nexus.tune.rates import Probe
 
-#: Percentiles the load client reports (the fields of its `Latency`: p50, p90, p99).
-SUPPORTED_PERCENTILES = tuple(float(f.name[1:]) for f in fields(Latency) if f.name[1:].replace(".", "").isdigit())
-
-
 #: Requests a probe window holds at the least (within 4x its length).
 MIN_SAMPLES = 200
 
 
-def check_percentile(percentile: float) -> None:
-    if percentile not in SUPPORTED_PERCENTILES:
-        names = ", ".join(f"p{p:g}" for p in SUPPORTED_PERCENTILES)
-        raise TuneError(f"the load client measures {names}; give a target at one of them, not p{percentile:g}")
-
-
 def latency_at(latency: Latency, percentile: float) -> float:
-    value: float = getattr(latency, f"p{percentile:g}")
-    return value
+    return latency.at(percentile)
 
 
 @dataclass(frozen=True)
@@ -119,6 +108,7 @@ def measure_rate(
         max_connections=connections,
         timeout=windows.timeout,
         late_ms=late_ms,
+        percentiles=(percentile,),
     )
     result: OpenLoopResult = run_open_loop(settings)
     delta = admin.stats(model) - before

@@ -25,7 +25,7 @@ from nexus.serving.publish import render_version
 from nexus.serving.repository import ModelRepository
 from nexus.serving.server import TritonServer
 from nexus.serving.tuned import record, recorded_options
-from nexus.tune.probe import Candidates, Windows, Workload, check_percentile
+from nexus.tune.probe import Candidates, Windows, Workload
 from nexus.tune.report import write_report
 from nexus.tune.results import Machine, Spread, TuneResult
 from nexus.tune.search import Point, hill_climb
@@ -71,7 +71,6 @@ class TuneSettings:
 
     def check(self) -> None:
         validate_model_name(self.model)
-        check_percentile(self.target.percentile)
         if self.budget is not None and not self.budget > 0:
             raise TuneError("the budget must be positive; write e.g. --budget 10m")
         if self.reruns < 0:
