@@ -45,10 +45,18 @@ TINY_SPACE: Space = {
     "policy": ("adaptive",),
     "max_queue_delay_us": (0, 5000, 20_000),
 }
+#: A grid this 2-core machine measures in about 15 minutes: 36 configurations (12 adaptive, 24 window).
+BENCH_SPACE: Space = {
+    "instances": (1, 2, 3),
+    "max_batch_size": (4, 16, 32, 64),
+    "policy": ("adaptive", "window"),
+    "max_queue_delay_us": (1000, 5000),
+}
+SPACES = {"quick": QUICK_SPACE, "bench": BENCH_SPACE, "tiny": TINY_SPACE}
 
 
 def make_project(workdir: Path) -> Project:
-    """A throwaway git project with the MLP stored as `mlp`."""
+    """A throwaway git project with the reference models stored under their names (`mlp`, `cnn`)."""
     root = workdir / "project"
     root.mkdir()
     for key, value in {
@@ -64,8 +72,8 @@ def make_project(workdir: Path) -> Project:
     for cmd in (["git", "init", "-q", "-b", "main"], ["git", "add", "-A"], ["git", "commit", "-q", "-m", "bench"]):
         subprocess.run(cmd, cwd=root, check=True)
     project = Project.open(root, env={})
-    reference = MODELS["mlp"]
-    project.store(export(reference, root / "mlp.pt"), "mlp", signature=reference.signature)
+    for name, reference in MODELS.items():
+        project.store(export(reference, root / f"{name}.pt"), name, signature=reference.signature)
     return project
 
 
@@ -104,6 +112,18 @@ def _run_target(project: Project, target: Target, space: Space, seconds: float |
         print(f"  tuner run {i + 1}: {result.winner.label} {result.spread.median:,.0f}/s "
               f"({len(result.evaluations)} configs, {tuned[-1][1]:.0f} s)", flush=True)  # fmt: skip
     return TargetRun(target, grid, grid_s, tuned)
+
+
+def pick_only(project: Project, model: str, target: Target, space: Space, seconds: float | None, out: Path) -> Any:
+    """One tuner run for ``model`` (no grid): the options it picks, for ``bench_batching.py --tuned``."""
+    common: dict[str, Any] = {"quick": True, "space": space, "seconds": seconds, "record": False, "out": out}
+    try:
+        result = tune(project, TuneSettings(model, target, budget=3600, **common))
+    except TargetUnreachableError as e:
+        print(f"{model} {target}: {e}", flush=True)
+        return None
+    print(f"{model} {target}: tuner picks {result.winner.label} {result.spread.median:,.0f}/s", flush=True)
+    return asdict(result.winner.options)
 
 
 def tuned_picks(runs: list[TargetRun | str]) -> dict[str, dict[str, Any]]:
@@ -160,25 +180,56 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--targets", nargs="+", type=float, default=[5, 20, 100], help="p99 targets in ms")
     parser.add_argument("--tiny", action="store_true", help="a smoke run: 4 configurations, 0.5 s windows")
+    parser.add_argument("--space", choices=list(SPACES), help="the grid and the tuner's space (default quick)")
+    parser.add_argument(
+        "--grid-targets", nargs="+", type=float, help="targets that get the grid and three tuner runs (default: all); "
+        "the others get one tuner run, for tuned.json"
+    )  # fmt: skip
+    parser.add_argument("--picks-for", nargs="*", default=["cnn"], choices=[m for m in MODELS if m != "mlp"],
+                        help="other models tuned once per target for tuned.json (default: cnn)")  # fmt: skip
     parser.add_argument("--seconds", type=float, help="each rate window (default: the tuner's quick 1 s)")
     parser.add_argument("--out", type=Path, default=Path("docs"), help="folder for tuning.md")
     args = parser.parse_args(argv)
-    space = TINY_SPACE if args.tiny else QUICK_SPACE
+    space_name = "tiny" if args.tiny else (args.space or "quick")
+    space = SPACES[space_name]
     seconds = args.seconds or (0.5 if args.tiny else None)
+    grid_targets = set(args.targets if args.grid_targets is None else args.grid_targets)
+    picks: dict[str, dict[str, Any]] = {"mlp": {}, **{m: {} for m in args.picks_for}}
     with tempfile.TemporaryDirectory(prefix="nexus-bench-tune-") as tmp:
         project = make_project(Path(tmp))
-        runs = [run_target(project, Target(99, ms), space, seconds, Path(tmp) / "reports") for ms in args.targets]
+        reports = Path(tmp) / "reports"
+        runs = [
+            run_target(project, Target(99, ms), space, seconds, reports) for ms in args.targets if ms in grid_targets
+        ]
+        picks["mlp"] = tuned_picks(runs)
+        for model in picks:
+            for ms in args.targets:
+                if model == "mlp" and ms in grid_targets:
+                    continue
+                if (options := pick_only(project, model, Target(99, ms), space, seconds, reports)) is not None:
+                    picks[model][f"{ms:g}"] = options
+    sizes = {name: _size(s) for name, s in SPACES.items()}
     environment = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": machine(),
-        "space": "tiny (smoke run)" if args.tiny else "the quick space (`nexus tune --quick`)",
+        "space": f"{space_name}: {_describe(space)} ({sizes[space_name]} configurations)",
     }
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "tuning.md"
     path.write_text(report(runs, environment), encoding="utf-8")
-    picks = args.out / "tuned.json"
-    picks.write_text(json.dumps({"mlp": tuned_picks(runs)}, indent=2) + "\n", encoding="utf-8")
-    print(f"wrote {path} and {picks} (for bench_batching.py --tuned {picks})")
+    tuned = args.out / "tuned.json"
+    tuned.write_text(json.dumps(picks, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {path} and {tuned} (for bench_batching.py --tuned {tuned})")
+
+
+def _size(space: Space) -> int:
+    """Distinct configurations: adaptive ones share one delay (the tuner fixes it from the target)."""
+    grid = len(space["instances"]) * len(space["max_batch_size"])
+    return grid * (("adaptive" in space["policy"]) + ("window" in space["policy"]) * len(space["max_queue_delay_us"]))
+
+
+def _describe(space: Space) -> str:
+    return "; ".join(f"{k} {', '.join(map(str, v))}" for k, v in space.items())
 
 
 if __name__ == "__main__":

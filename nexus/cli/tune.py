@@ -24,7 +24,9 @@ def tune(
     p99: Annotated[str | None, typer.Option("--p99", help="p99 latency target: 20ms, 0.02s or 500us.")] = None,
     p90: Annotated[str | None, typer.Option("--p90", help="p90 latency target.")] = None,
     p50: Annotated[str | None, typer.Option("--p50", help="p50 latency target.")] = None,
-    target: Annotated[str | None, typer.Option(help="PERCENTILE=LATENCY, e.g. p99=20ms (instead of --p99).")] = None,
+    target: Annotated[
+        str | None, typer.Option(help="Any percentile: PERCENTILE=LATENCY, e.g. p95=15ms or p99.9=50ms.")
+    ] = None,
     version: VersionOpt = None,
     commit: CommitOpt = None,
     budget: Annotated[
