@@ -7,7 +7,7 @@ import hashlib
 import os
 import secrets
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +47,17 @@ def seeds(quick: int) -> list[int]:
     """
     base = int(os.environ.get("NEXUS_CHAOS_SEED") or secrets.randbelow(1 << 30))
     return [base + i for i in range(iterations(quick))]
+
+
+def seeds_until(quick: int, done: Callable[[], bool], extra: int = 8) -> Iterator[int]:
+    """:func:`seeds`, then up to ``extra`` more while ``done()`` is false: for a scenario whose faults are
+    drawn at random, so that a short run whose draws happened to inject none still tests something."""
+    planned = seeds(quick)
+    yield from planned
+    for seed in range(planned[-1] + 1, planned[-1] + 1 + extra):
+        if done():
+            return
+        yield seed
 
 
 def sha256(data: bytes | None) -> str | None:
