@@ -255,7 +255,10 @@ def test_json_output_is_strict_json_with_nan_as_null() -> None:
     from nexus.loadtest.openloop import Latency
 
     text = to_json({"latency": asdict(Latency.of([])), "rates": (1.5, float("inf"))})
-    assert json.loads(text) == {"latency": {"p50": None, "p90": None, "p99": None, "max": None}, "rates": [1.5, None]}
+    assert json.loads(text) == {
+        "latency": {"p50": None, "p90": None, "p99": None, "max": None, "others": []},
+        "rates": [1.5, None],
+    }
 
 
 def test_publish_says_how_each_batching_policy_serves() -> None:

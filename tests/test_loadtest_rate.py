@@ -75,7 +75,7 @@ def test_the_json_report_has_the_client_and_triton_sides(server: TritonServer) -
     assert report["triton"]["success"] == r["completed"]
     assert report["triton"]["inferences"] == 4 * r["completed"]
     assert report["settings"]["rate"] == 40
-    assert set(r["latency"]) == {"p50", "p90", "p99", "max"}
+    assert set(r["latency"]) == {"p50", "p90", "p99", "max", "others"}
 
 
 def test_a_priority_mix_reports_each_class(server: TritonServer) -> None:

@@ -172,9 +172,16 @@ def test_nexus_predict_priority_jumps_the_queue(server: TritonServer) -> None:
 
 
 def test_an_open_loop_mix_over_capacity_keeps_the_high_class_fast(server: TritonServer) -> None:
-    """Offered about 1.5 times what the model serves: the default class queues up, the priority-1 share does not."""
+    """Offered twice what the model serves here: the default class queues up, the priority-1 share does not.
+
+    The capacity is measured first (the time of one batch at a light load, two requests a batch), so the
+    overload holds on a fast machine and on a loaded one alike.
+    """
+    light = run_open_loop(OpenLoopSettings(server.url, "slow", X, ["output"], OUTPUT_BYTES, rate=5, duration=1))
+    assert light.errors == 0, light.first_error
+    capacity = 2 / (light.latency.p50 / 1000)
     settings = OpenLoopSettings(
-        server.url, "slow", X, ["output"], OUTPUT_BYTES, rate=45, duration=2, mix=(PriorityShare(0.2, 1),)
+        server.url, "slow", X, ["output"], OUTPUT_BYTES, rate=2 * capacity, duration=2, mix=(PriorityShare(0.2, 1),)
     )
     result = run_open_loop(settings)
 
