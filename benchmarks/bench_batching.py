@@ -51,10 +51,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import socket
-import subprocess
 import sys
 import tempfile
 from dataclasses import replace
@@ -74,8 +72,9 @@ from _bench_openloop import FRACTIONS, QUICK_FRACTIONS, measure_open, measure_pr
 from _bench_profile import ENV as PROFILE_ENV
 from _bench_profile import HOOK as PROFILE_HOOK
 from _bench_profile import ExecuteTotals, read_totals
+from _bench_project import throwaway_project
 from _bench_report import Results, Row, write_report
-from nexus.registry import Project
+from nexus.machine import cores, cpu_model
 from nexus.serving.admin import TritonAdmin
 from nexus.serving.model_config import AUTO_INSTANCES, ServingOptions
 from nexus.serving.publish import publish
@@ -152,21 +151,8 @@ def make_repository(
     ``backend`` replaces the published `model.py` (to compare another version of it with the template);
     ``profile`` appends the timing hook of ``_bench_profile.py`` to it.
     """
-    project_dir = workdir / "project"
-    project_dir.mkdir()
-    for key, value in {
-        "GIT_AUTHOR_NAME": "NexusML Bench",
-        "GIT_AUTHOR_EMAIL": "bench@nexusml.invalid",
-        "GIT_COMMITTER_NAME": "NexusML Bench",
-        "GIT_COMMITTER_EMAIL": "bench@nexusml.invalid",
-        "NEXUS_CACHE_DIR": str(workdir / "cache"),
-    }.items():
-        os.environ[key] = value
-    (project_dir / ".gitignore").write_text("*.pt\n", encoding="utf-8")
-    (project_dir / "bench.py").write_bytes(Path(__file__).read_bytes())
-    for cmd in (["git", "init", "-q", "-b", "main"], ["git", "add", "-A"], ["git", "commit", "-q", "-m", "bench"]):
-        subprocess.run(cmd, cwd=project_dir, check=True)
-    project = Project.open(project_dir, env={})
+    project = throwaway_project(workdir, Path(__file__))
+    project_dir = project.root
     repository = workdir / "model_repository"
     artifacts = {}
     for name in models:
@@ -242,15 +228,7 @@ def server_version(url: str) -> str:
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores"
+    return f"{cpu_model()}, {cores()} cores"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import nexus
+from nexus.machine import cpu_model
 from nexus.registry import LoadResult, Project, StoreResult
 
 BUCKET = "nexus-bench"
@@ -319,13 +320,7 @@ def nexus_fingerprint() -> str:
 
 
 def machine_info(model: Path, work: Path) -> list[tuple[str, str]]:
-    cpu = "unknown"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+    cpu = cpu_model()
     ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / (1 << 30) if hasattr(os, "sysconf") else 0.0
     packages = ("torch", "boto3", "botocore", "s3transfer", "moto")
     versions = ", ".join([nexus_fingerprint(), *(f"{p} {importlib_metadata.version(p)}" for p in packages)])

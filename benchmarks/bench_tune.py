@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,6 +31,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _bench_models import MODELS, export
+from _bench_project import throwaway_project
 from bench_batching import machine
 from nexus.errors import TargetUnreachableError
 from nexus.registry import Project
@@ -57,23 +56,9 @@ SPACES = {"quick": QUICK_SPACE, "bench": BENCH_SPACE, "tiny": TINY_SPACE}
 
 def make_project(workdir: Path) -> Project:
     """A throwaway git project with the reference models stored under their names (`mlp`, `cnn`)."""
-    root = workdir / "project"
-    root.mkdir()
-    for key, value in {
-        "GIT_AUTHOR_NAME": "NexusML Bench",
-        "GIT_AUTHOR_EMAIL": "bench@nexusml.invalid",
-        "GIT_COMMITTER_NAME": "NexusML Bench",
-        "GIT_COMMITTER_EMAIL": "bench@nexusml.invalid",
-        "NEXUS_CACHE_DIR": str(workdir / "cache"),
-    }.items():
-        os.environ[key] = value
-    (root / ".gitignore").write_text("*.pt\n", encoding="utf-8")
-    (root / "bench.py").write_bytes(Path(__file__).read_bytes())
-    for cmd in (["git", "init", "-q", "-b", "main"], ["git", "add", "-A"], ["git", "commit", "-q", "-m", "bench"]):
-        subprocess.run(cmd, cwd=root, check=True)
-    project = Project.open(root, env={})
+    project = throwaway_project(workdir, Path(__file__))
     for name, reference in MODELS.items():
-        project.store(export(reference, root / f"{name}.pt"), name, signature=reference.signature)
+        project.store(export(reference, project.root / f"{name}.pt"), name, signature=reference.signature)
     return project
 
 

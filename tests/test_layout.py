@@ -17,7 +17,7 @@ from nexus.errors import NexusError
 
 ROOT = Path(__file__).parents[1]
 PACKAGE = ROOT / "nexus"
-FOUNDATION = {"nexus", "errors", "tensors", "names", "settings", "atomic", "hashing", "shipped"}
+FOUNDATION = {"nexus", "errors", "tensors", "names", "settings", "atomic", "hashing", "shipped", "machine"}
 #: Each part of the tree -> the parts it may import (besides itself). The README's map says the same.
 MAY_IMPORT = {
     "api": set(

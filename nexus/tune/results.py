@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import platform
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nexus.machine import cores, cpu_model
 from nexus.registry.metadata import ModelVersion
 from nexus.serving.model_config import ServingOptions
 from nexus.tune.rates import Probe
@@ -67,15 +66,7 @@ class Machine:
 
     @classmethod
     def this(cls) -> Machine:
-        cpu = platform.processor() or platform.machine()
-        try:
-            for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-        except OSError:
-            pass
-        return cls(cpu, os.cpu_count() or 1)
+        return cls(cpu_model(), cores())
 
 
 @dataclass

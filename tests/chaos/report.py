@@ -21,6 +21,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from nexus.machine import cores, cpu_model
+
 FAULT_NAMES = {
     "delay": "delayed",
     "error_500": "500",
@@ -144,15 +146,9 @@ def _plural(n: int, word: str) -> str:
 
 
 def _machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{platform.system()} {platform.release()}, {cpu}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+    return (
+        f"{platform.system()} {platform.release()}, {cpu_model()}, {cores()} CPUs, Python {platform.python_version()}"
+    )
 
 
 def _commit() -> str:
