@@ -122,9 +122,23 @@ def tuned_picks(runs: list[TargetRun | str]) -> dict[str, dict[str, Any]]:
     return picks
 
 
+BEGIN, END = "<!-- bench:tuning:begin -->", "<!-- bench:tuning:end -->"
+
+
+def write_block(path: Path, block: str) -> None:
+    """Replace the block between :data:`BEGIN` and :data:`END` in ``path`` (prose around it is kept by hand)."""
+    text = path.read_text(encoding="utf-8") if path.exists() else "# Tuning: `nexus tune` against an exhaustive grid\n"
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        text = head + block + rest.split(END, 1)[1]
+    else:
+        text = f"{text.rstrip()}\n\n{block}\n"
+    path.write_text(text, encoding="utf-8")
+
+
 def report(runs: list[TargetRun | str], environment: dict[str, str]) -> str:
     lines = [
-        "# Tuning: `nexus tune` against an exhaustive grid",
+        BEGIN,
         "",
         "Written by `benchmarks/bench_tune.py` (`make bench-tune`). "
         + "; ".join(f"{k}: {v}" for k, v in environment.items())
@@ -158,6 +172,7 @@ def report(runs: list[TargetRun | str], environment: dict[str, str]) -> str:
         "windows for both); `spread` is the largest of the three runs' median served rates over the smallest.",
         "",
     ]
+    lines.append(END)
     return "\n".join(lines)
 
 
@@ -201,7 +216,7 @@ def main(argv: list[str] | None = None) -> None:
     }
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "tuning.md"
-    path.write_text(report(runs, environment), encoding="utf-8")
+    write_block(path, report(runs, environment))
     tuned = args.out / "tuned.json"
     tuned.write_text(json.dumps(picks, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {path} and {tuned} (for bench_batching.py --tuned {tuned})")
