@@ -90,8 +90,10 @@ def test_with_too_few_connections_sends_go_out_late_and_the_wait_to_send_is_late
 
 
 def test_against_a_fast_server_the_client_keeps_its_schedule() -> None:
+    # a send counts as late 10 ms after its time: a fast server never makes the client that late, while
+    # 1 ms is within what a loaded 2-core machine's scheduler alone does to the sending thread
     with slow_server("--delay", "0.002", "--concurrency", "64") as port:
-        s = settings(port, rate=300, duration=2)
+        s = settings(port, rate=300, duration=2, late_ms=10)
         result = run_open_loop(s)
 
     assert result.sent == result.completed == result.scheduled == len(schedule(s)[0])
