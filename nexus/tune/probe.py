@@ -23,7 +23,7 @@ import numpy as np
 
 from nexus.atomic import atomic_write_text
 from nexus.errors import TritonRequestError, TuneError
-from nexus.loadtest.openloop import Latency, OpenLoopResult, OpenLoopSettings, run_open_loop
+from nexus.loadtest.openloop import OpenLoopResult, OpenLoopSettings, run_open_loop
 from nexus.registry.metadata import ModelVersion
 from nexus.serving.admin import TritonAdmin
 from nexus.serving.model_config import ServingOptions, config_to_text, instance_count, render_config
@@ -33,10 +33,6 @@ from nexus.tune.rates import Probe
 
 #: Requests a probe window holds at the least (within 4x its length).
 MIN_SAMPLES = 200
-
-
-def latency_at(latency: Latency, percentile: float) -> float:
-    return latency.at(percentile)
 
 
 @dataclass(frozen=True)
@@ -122,7 +118,7 @@ def measure_rate(
         p50_ms=result.latency.p50,
         p90_ms=result.latency.p90,
         p99_ms=result.latency.p99,
-        latency_ms=latency_at(result.latency, percentile),
+        latency_ms=result.latency.at(percentile),
         avg_batch=delta.average_batch,
         first_error=result.first_error,
     )

@@ -10,7 +10,7 @@ was measured, or when the budget says so. The score is a callback (the tuner's: 
 served under the latency target), so the search is tested on synthetic surfaces.
 
 A ``canonical`` function maps points that are the same configuration to one (with adaptive batching,
-the queue delay is only a bound and is fixed), so no configuration is measured twice.
+the queue delay is never waited on and is fixed), so no configuration is measured twice.
 """
 
 from __future__ import annotations

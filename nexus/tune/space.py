@@ -33,7 +33,8 @@ def adaptive_delay(space: Space, target: Target) -> int:
     """The queue delay every adaptive candidate gets: the largest on the grid within the target.
 
     With every batch size preferred, a batch leaves as soon as an instance is free, so the delay is
-    only a bound on a request's wait; no request should wait longer than the target allows.
+    never waited on (it only has to be non-zero for a waiting batch to keep growing); the largest within
+    the target keeps the rendered config's bound consistent with it.
     """
     delays: list[int] = sorted(space["max_queue_delay_us"])
     return max([d for d in delays if d <= target.us] or delays[:1])
