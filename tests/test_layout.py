@@ -21,12 +21,25 @@ FOUNDATION = {"nexus", "errors", "tensors", "names", "settings", "atomic", "hash
 #: Each part of the tree -> the parts it may import (besides itself). The README's map says the same.
 MAY_IMPORT = {
     "api": set(
-        MAY_IMPORT_ANY := {"foundation", "storage", "registry", "serving", "loadtest", "tune", "quickstart", "cli"}
+        MAY_IMPORT_ANY := {
+            "foundation",
+            "storage",
+            "registry",
+            "serving",
+            "release",
+            "deploy",
+            "loadtest",
+            "tune",
+            "quickstart",
+            "cli",
+        }
     ),
     "foundation": {"foundation"},
     "storage": {"foundation"},
     "registry": {"foundation", "storage"},
     "serving": {"foundation", "storage", "registry"},
+    "release": {"foundation", "storage", "registry", "serving"},
+    "deploy": {"foundation", "storage", "serving", "release"},
     "loadtest": {"foundation", "serving"},
     "tune": {"foundation", "registry", "serving", "loadtest"},
     "quickstart": {"foundation", "registry", "serving", "loadtest"},

@@ -2,7 +2,7 @@
 
 Every error a user can cause derives from :class:`NexusError`. Each subclass keeps the data it is
 about (a path, a model name, a list of files) and builds a one-line message that ends with the fix.
-They are grouped by plane (`control.py`, `storage.py`, `serving.py`) and all importable from here.
+They are grouped by plane (`control.py`, `storage.py`, `serving.py`, `fleet.py`) and all importable from here.
 The CLI turns them into exit codes (`nexus/cli/errors.py`); the library never prints and never exits.
 """
 
@@ -31,6 +31,14 @@ from nexus.errors.control import (
     SignatureMissingError,
     UnsupportedFormatError,
     VersionNotFoundError,
+)
+from nexus.errors.fleet import (
+    DeployError,
+    ManifestInvalidError,
+    ReleaseError,
+    ReleaseImmutableError,
+    ReleaseManifestError,
+    ReleaseNotFoundError,
 )
 from nexus.errors.serving import (
     HotSwapError,
@@ -68,6 +76,7 @@ __all__ = [
     "ConfigError",
     "CorruptMetadataError",
     "CredentialInConfigError",
+    "DeployError",
     "DirtyTreeError",
     "DiskFullError",
     "EndpointUnreachableError",
@@ -78,6 +87,7 @@ __all__ = [
     "KeyExistsError",
     "LoadTestError",
     "LockTimeoutError",
+    "ManifestInvalidError",
     "MergeConflictError",
     "MetadataError",
     "MissingDependencyError",
@@ -95,6 +105,10 @@ __all__ = [
     "PredictError",
     "PublishError",
     "QuickstartError",
+    "ReleaseError",
+    "ReleaseImmutableError",
+    "ReleaseManifestError",
+    "ReleaseNotFoundError",
     "RollbackError",
     "SampleError",
     "ServerAddressError",
