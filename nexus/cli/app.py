@@ -2,7 +2,7 @@
 
 Control plane (`nexus.cli.control`): init, store, signature, load, list, rollback, history.
 Data plane (`nexus.cli.serving`): publish, serve, predict, status; `nexus.cli.loadtest`: loadtest;
-`nexus.cli.tune`: tune;
+`nexus.cli.tune`: tune; `nexus.cli.deploy`: the `deploy` group (k8s);
 `nexus.cli.quickstart`: the whole job in a new folder.
 """
 
@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 
 from nexus import __version__
-from nexus.cli import control, loadtest, quickstart, serving, tune
+from nexus.cli import control, deploy, loadtest, quickstart, serving, tune
 from nexus.cli.context import state
 from nexus.cli.output import stdout
 
@@ -63,6 +63,7 @@ app.command()(serving.status)
 app.command()(loadtest.loadtest)
 app.command()(tune.tune)
 app.command()(quickstart.quickstart)
+app.add_typer(deploy.app, name="deploy")
 
 
 def main() -> None:

@@ -69,6 +69,41 @@ _HARMLESS = ("CudaDriverHelper", "NVML", "DCGM", "cudaGetDeviceCount", "pinned m
 _FAILED_LOAD = re.compile(r"failed to load '(?P<model>[^']+)' version (?P<version>\d+): (?P<reason>.*)")
 
 
+def server_args(
+    *,
+    repository: str,
+    host: str,
+    http_port: int,
+    grpc_port: int,
+    metrics_port: int,
+    model_control: str = "explicit",
+    load_models: Sequence[str] = ("*",),
+    exit_timeout: int = 10,
+) -> list[str]:
+    """The tritonserver flags every NexusML server runs with (no binary, no backend folder).
+
+    `nexus serve` runs them through :class:`TritonServer`; a Kubernetes Deployment renders them with its
+    own values and a few more (`nexus.deploy.triton_args`).
+    """
+    args = [
+        f"--model-repository={repository}",
+        f"--http-address={host}",
+        f"--grpc-address={host}",
+        f"--metrics-address={host}",
+        f"--http-port={http_port}",
+        f"--grpc-port={grpc_port}",
+        f"--metrics-port={metrics_port}",
+        f"--model-control-mode={model_control}",
+        f"--exit-timeout-secs={exit_timeout}",
+        "--log-verbose=0",
+        # p50/p99 for the dashboards: nv_inference_{request,queue,compute_*}_summary_us with quantiles
+        "--metrics-config=summary_latencies=true",
+    ]
+    if model_control == "explicit":
+        args += [f"--load-model={m}" for m in load_models]
+    return args
+
+
 class TritonServer:
     """One `tritonserver` process: ``start``, ``wait_ready``, ``stop``, ``is_alive``, ``logs``."""
 
@@ -86,7 +121,10 @@ class TritonServer:
         binary: Path | None = None,
         extra_args: Sequence[str] = (),
         env: dict[str, str] | None = None,
+        args: Sequence[str] | None = None,
     ) -> None:
+        """``args``, when given, are the server's flags as they are (a rendered Deployment's, say): they
+        replace every flag the other arguments make, so ``host`` and the ports must be the ones in them."""
         self.install = find_triton(binary)
         # local paths are made absolute: the server runs in its own working folder
         self.repository = repository if "://" in repository else str(Path(repository).resolve())
@@ -96,6 +134,7 @@ class TritonServer:
         self.load_models = list(load_models)
         self.extra_args = list(extra_args)
         self.env = env or {}
+        self.args = list(args) if args is not None else None
         self._workdir = Path(tempfile.mkdtemp(prefix="nexus-triton-"))
         self.log_file = log_file or self._workdir / "triton.log"
         self._process: subprocess.Popen[bytes] | None = None
@@ -117,25 +156,19 @@ class TritonServer:
         return backends
 
     def command(self) -> list[str]:
-        args = [
-            str(self.install.binary),
-            f"--model-repository={self.repository}",
-            f"--backend-directory={self._backend_dir()}",
-            f"--http-address={self.host}",
-            f"--grpc-address={self.host}",
-            f"--metrics-address={self.host}",
-            f"--http-port={self.http_port}",
-            f"--grpc-port={self.grpc_port}",
-            f"--metrics-port={self.metrics_port}",
-            f"--model-control-mode={self.model_control}",
-            "--exit-timeout-secs=10",
-            "--log-verbose=0",
-            # p50/p99 for the dashboards: nv_inference_{request,queue,compute_*}_summary_us with quantiles
-            "--metrics-config=summary_latencies=true",
-        ]
-        if self.model_control == "explicit":
-            args += [f"--load-model={m}" for m in self.load_models]
-        return args + self.extra_args
+        backends = f"--backend-directory={self._backend_dir()}"
+        if self.args is not None:
+            return [str(self.install.binary), backends, *self.args]
+        flags = server_args(
+            repository=self.repository,
+            host=self.host,
+            http_port=self.http_port,
+            grpc_port=self.grpc_port,
+            metrics_port=self.metrics_port,
+            model_control=self.model_control,
+            load_models=self.load_models,
+        )
+        return [str(self.install.binary), backends, *flags, *self.extra_args]
 
     def start(self) -> None:
         if not self.install.binary.exists():
