@@ -25,6 +25,7 @@ from nexus.deploy.triton_args import (
 )
 from nexus.errors import DeployError
 from nexus.release import Release
+from nexus.serving.admin import LIVE_PATH, READY_PATH
 from nexus.storage import parse_storage_uri
 
 #: The pod template's label naming the release: a new release changes the template, so it rolls out.
@@ -114,12 +115,12 @@ def deployment(release: Release, settings: K8sSettings) -> dict[str, Any]:
         "ports": [{"name": n, "containerPort": p, "protocol": "TCP"} for n, p in PORTS.items()],
         "env": env,
         "resources": {"requests": {"cpu": sizes["cpu"], "memory": sizes["memory"]}, "limits": limits},
-        "startupProbe": _probe("/v2/health/ready", 5, -(-settings.startup_timeout // 5)),
+        "startupProbe": _probe(READY_PATH, 5, -(-settings.startup_timeout // 5)),
         "readinessProbe": {
-            **_probe("/v2/health/ready", settings.readiness_period, settings.readiness_failures),
+            **_probe(READY_PATH, settings.readiness_period, settings.readiness_failures),
             "successThreshold": 1,
         },
-        "livenessProbe": _probe("/v2/health/live", 10, 3),
+        "livenessProbe": _probe(LIVE_PATH, 10, 3),
         "lifecycle": {"preStop": {"sleep": {"seconds": settings.prestop_seconds}}},
         "securityContext": {
             "runAsNonRoot": True,
