@@ -33,11 +33,15 @@ from nexus.serving.model_config import ServingOptions
 
 @pytest.mark.parametrize("monitor", ["PodMonitor", "ServiceMonitor"])
 def test_the_hpa_and_the_monitor_validate_strictly(monitor: str) -> None:
-    objects = render_autoscaling(sample_release(), AutoscaleSettings(monitor=monitor, monitor_labels={"release": "kps"}))
+    objects = render_autoscaling(
+        sample_release(), AutoscaleSettings(monitor=monitor, monitor_labels={"release": "kps"})
+    )
     assert validate_objects(objects, crds()) == ["HorizontalPodAutoscaler/nexus-triton", f"{monitor}/nexus-triton"]
 
 
-@pytest.mark.parametrize(("index", "path", "field"), [(0, ("spec",), "minReplica"), (1, ("spec",), "podMetricEndpoints")])
+@pytest.mark.parametrize(
+    ("index", "path", "field"), [(0, ("spec",), "minReplica"), (1, ("spec",), "podMetricEndpoints")]
+)
 def test_a_misspelt_field_is_refused(index: int, path: tuple[str, ...], field: str) -> None:
     obj = copy.deepcopy(render_autoscaling(sample_release(), AutoscaleSettings())[index])
     node = obj
@@ -54,13 +58,13 @@ def test_the_hpa_scales_the_deployment_on_the_adapters_metric_and_waits_before_s
     assert spec["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "nexus-triton"}
     assert (spec["minReplicas"], spec["maxReplicas"]) == (1, 5)
     (metric,) = spec["metrics"]
-    assert metric["type"] == "Pods" and metric["pods"]["metric"]["name"] == adapter_rule()["name"]["as"] == METRIC_NAME
+    assert metric["type"] == "Pods"
+    assert metric["pods"]["metric"]["name"] == adapter_rule()["name"]["as"] == METRIC_NAME
     assert metric["pods"]["target"] == {"type": "AverageValue", "averageValue": str(BASE_TARGET_QUEUE_US)}
     assert spec["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 300
     (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
-    assert endpoint["port"] == "metrics" and monitor["spec"]["selector"]["matchLabels"] == {
-        "app.kubernetes.io/name": "nexus-triton"
-    }
+    assert endpoint["port"] == "metrics"
+    assert monitor["spec"]["selector"]["matchLabels"] == {"app.kubernetes.io/name": "nexus-triton"}
 
 
 def test_the_default_target_sits_above_the_batching_window_when_a_model_waits_it_out() -> None:
@@ -80,7 +84,8 @@ def test_the_adapter_rule_queries_the_metrics_the_python_formula_reads() -> None
     assert rule["resources"]["overrides"]["pod"] == {"resource": "pod"}
     assert adapter_helm_values()["rules"]["custom"] == [rule] == adapter_config()["rules"]
     filled = promql('namespace="ml",pod=~"a|b"', "pod")
-    assert "<<" not in filled and f'{QUEUE_DURATION}{{namespace="ml",pod=~"a|b"}}[1m]' in filled
+    assert "<<" not in filled
+    assert f'{QUEUE_DURATION}{{namespace="ml",pod=~"a|b"}}[1m]' in filled
 
 
 @pytest.mark.parametrize(
@@ -98,7 +103,10 @@ def test_bad_settings_are_refused_with_the_option_to_fix(settings: AutoscaleSett
 
 
 def scrape_text(queue: dict[str, float], success: dict[str, float]) -> str:
-    lines = [f"# HELP {QUEUE_DURATION} Cumulative inference queuing duration in microseconds", f"# TYPE {QUEUE_DURATION} counter"]
+    lines = [
+        f"# HELP {QUEUE_DURATION} Cumulative inference queuing duration in microseconds",
+        f"# TYPE {QUEUE_DURATION} counter",
+    ]
     lines += [f'{QUEUE_DURATION}{{model="{m}",version="1"}} {v}' for m, v in queue.items()]
     lines += [f'{REQUEST_SUCCESS}{{model="{m}",version="1"}} {v}' for m, v in success.items()]
     lines.append('nv_gpu_utilization{gpu_uuid="GPU-1"} 0.5')

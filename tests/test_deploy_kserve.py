@@ -62,7 +62,8 @@ def test_the_inference_service_serves_the_release_with_trailing_slash_on_tritons
     predictor = isvc["spec"]["predictor"]
     model = predictor["model"]
     assert model["storageUri"] == "s3://ml-models/releases/20261202-101500-3f9a1c2e/"
-    assert model["storageUri"].endswith("/") and model["storageUri"] == release.uri + "/"
+    assert model["storageUri"].endswith("/")
+    assert model["storageUri"] == release.uri + "/"
     assert (model["modelFormat"]["name"], model["protocolVersion"], model["runtime"]) == (
         "triton",
         "v2",
@@ -71,13 +72,15 @@ def test_the_inference_service_serves_the_release_with_trailing_slash_on_tritons
     assert model["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": RUNTIME_HTTP_PORT}
     assert predictor["deploymentStrategy"]["rollingUpdate"]["maxUnavailable"] == 0
     assert (predictor["minReplicas"], predictor["maxReplicas"]) == (2, 8)
-    assert "--strict-readiness=true" in model["args"] and "--exit-timeout-secs=30" in model["args"]
+    assert "--strict-readiness=true" in model["args"]
+    assert "--exit-timeout-secs=30" in model["args"]
     assert model["resources"]["limits"]["nvidia.com/gpu"] == 1  # "mlp" runs on a GPU when there is one
     assert predictor["terminationGracePeriodSeconds"] > 10 + 30  # preStop pause plus exit timeout
     assert predictor["labels"]["nexusml.io/release"] == release.id
     assert predictor["serviceAccountName"] == "nexus-triton"
     (volume,) = predictor["volumes"]
-    assert volume["emptyDir"]["medium"] == "Memory" and model["volumeMounts"][0]["mountPath"] == "/dev/shm"
+    assert volume["emptyDir"]["medium"] == "Memory"
+    assert model["volumeMounts"][0]["mountPath"] == "/dev/shm"
 
 
 def test_the_port_probed_is_the_one_the_shipped_runtime_gives_triton() -> None:
@@ -100,7 +103,8 @@ def test_the_s3_endpoint_is_annotated_on_the_service_account_and_the_secret() ->
         assert objects[kind]["metadata"]["annotations"] == expected
     assert objects["ServiceAccount"]["secrets"] == [{"name": "nexus-triton-storage"}]
     aws = by_kind(render_kserve(sample_release(), KServeSettings()))["Secret"]["metadata"]["annotations"]
-    assert aws["serving.kserve.io/s3-endpoint"] == "s3.amazonaws.com" and aws["serving.kserve.io/s3-usehttps"] == "1"
+    assert aws["serving.kserve.io/s3-endpoint"] == "s3.amazonaws.com"
+    assert aws["serving.kserve.io/s3-usehttps"] == "1"
 
 
 def test_no_credential_value_is_rendered_and_kustomize_merges_the_keys_from_the_ignored_file(tmp_path: Path) -> None:
@@ -116,7 +120,8 @@ def test_no_credential_value_is_rendered_and_kustomize_merges_the_keys_from_the_
     kustomization = {"resources": ["kserve.yaml"], "secretGenerator": [secret_generator(release, MINIO)]}
     (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump(kustomization, sort_keys=False))
     missing = subprocess.run([str(KUBECTL), "kustomize", str(tmp_path)], capture_output=True, text=True)
-    assert missing.returncode != 0 and S3_CREDENTIALS_FILE in missing.stderr  # no keys: nothing to apply
+    assert missing.returncode != 0
+    assert S3_CREDENTIALS_FILE in missing.stderr
     (tmp_path / S3_CREDENTIALS_FILE).write_text("AWS_ACCESS_KEY_ID=AKIATEST\nAWS_SECRET_ACCESS_KEY=s3cr3t\n")
     built = subprocess.run([str(KUBECTL), "kustomize", str(tmp_path)], capture_output=True, text=True, check=True)
     merged = by_kind(list(yaml.safe_load_all(built.stdout)))
@@ -130,7 +135,8 @@ def test_knative_mode_renders_no_lifecycle_hook_nor_deployment_strategy() -> Non
     isvc = by_kind(render_kserve(sample_release(), KServeSettings(mode="Knative", min_replicas=0)))["InferenceService"]
     predictor = isvc["spec"]["predictor"]
     assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Knative"
-    assert "lifecycle" not in predictor["model"] and "deploymentStrategy" not in predictor
+    assert "lifecycle" not in predictor["model"]
+    assert "deploymentStrategy" not in predictor
     assert predictor["minReplicas"] == 0
 
 

@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 from nexus.deploy.labels import DEFAULT_NAME, metadata, pod_labels
 from nexus.errors import DeployError
 from nexus.release.manifest import Release
+from nexus.serving.admin import LIVE_PATH, READY_PATH
 
 MODES = ("Standard", "Knative")
 #: The image `docker compose build` makes from triton/Dockerfile (Triton with torch for the Python
@@ -162,9 +163,9 @@ def _model(release: Release, settings: KServeSettings) -> dict[str, Any]:
         ],
         "resources": {"requests": {"cpu": settings.cpu, "memory": settings.memory}, "limits": limits},
         # model loads after the storage initializer's copy: up to 10 minutes before liveness counts
-        "startupProbe": _probe("/v2/health/ready", 5, 120),
-        "readinessProbe": _probe("/v2/health/ready", 5, 2),
-        "livenessProbe": _probe("/v2/health/live", 10, 3),
+        "startupProbe": _probe(READY_PATH, 5, 120),
+        "readinessProbe": _probe(READY_PATH, 5, 2),
+        "livenessProbe": _probe(LIVE_PATH, 10, 3),
         "securityContext": {
             "runAsNonRoot": True,
             "runAsUser": 1000,

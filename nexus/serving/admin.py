@@ -22,6 +22,9 @@ from nexus.serving.endpoints import http_url
 API_KEY_HEADER = "nexus-api-key"
 #: gRPC clients send the key under this metadata name (Triton prefixes restricted-protocol keys).
 GRPC_API_KEY_HEADER = f"triton-grpc-protocol-{API_KEY_HEADER}"
+#: Triton's health endpoints, which the rendered probes check too.
+LIVE_PATH = "/v2/health/live"
+READY_PATH = "/v2/health/ready"
 
 
 @dataclass(frozen=True)
@@ -118,12 +121,12 @@ class TritonAdmin:
     # -- health ------------------------------------------------------------------------------
 
     def is_live(self) -> bool:
-        return self._call("/v2/health/live")[0] == 200
+        return self._call(LIVE_PATH)[0] == 200
 
     def is_ready(self) -> bool:
         """Server readiness; False (not an error) when nothing answers yet."""
         try:
-            return self._call("/v2/health/ready", timeout=2)[0] == 200
+            return self._call(READY_PATH, timeout=2)[0] == 200
         except TritonUnreachableError:
             return False
 
