@@ -12,6 +12,12 @@ SHIPPED = [
     "loadtest/locustfile.py",
     "loadtest/locustfile_grpc.py",
     "loadtest/stepload.py",
+    # the CRDs `nexus deploy` validates custom resources against (nexus/deploy/schemas.py)
+    "tests/data/k8s-schemas/README.md",
+    "tests/data/k8s-schemas/serving.kserve.io_inferenceservices.yaml",
+    "tests/data/k8s-schemas/monitoring.coreos.com_podmonitors.yaml",
+    "tests/data/k8s-schemas/monitoring.coreos.com_servicemonitors.yaml",
+    "tests/data/k8s-schemas/monitoring.coreos.com_prometheusrules.yaml",
 ]
 
 

@@ -1,7 +1,8 @@
 """Files NexusML ships from the repository's own top-level folders, not from inside the package.
 
-The Python-backend `model.py` lives in `model_repository_templates/` and the Locust files in
-`loadtest/`, where the project's layout puts them. A wheel carries copies under `nexus/_shipped/`
+The Python-backend `model.py` lives in `model_repository_templates/`, the Locust files in
+`loadtest/`, where the project's layout puts them, and the Kubernetes CRDs `nexus deploy` validates
+against in `tests/data/k8s-schemas/`, where they are vendored. A wheel carries copies under `nexus/_shipped/`
 (`setup.py`'s build rule copies them there); a checkout, or an editable install, reads them in place.
 """
 

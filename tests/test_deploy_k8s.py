@@ -2,7 +2,7 @@
 kustomize, re-rendered into a rollout, and free of secret values.
 
 Golden files: `tests/data/deploy/golden/k8s/`. After an intended change, regenerate them with
-``NEXUS_REGEN_GOLDEN=1 pytest tests/test_deploy_k8s.py`` and review the diff.
+``NEXUS_UPDATE_GOLDEN=1 pytest tests/test_deploy_k8s.py`` and review the diff.
 """
 
 from __future__ import annotations
@@ -91,14 +91,14 @@ def test_a_broken_object_is_refused_and_nothing_is_written(tmp_path: Path, where
 def test_the_rendered_files_match_the_golden_ones(tmp_path: Path) -> None:
     write_base(tmp_path / "k8s", render_k8s(release(), SETTINGS), DeployRecord.for_release(release(), "k8s"))
     files = {n: t for n, t in _written(tmp_path / "k8s").items() if n != RECORD}
-    if os.environ.get("NEXUS_REGEN_GOLDEN"):
+    if os.environ.get("NEXUS_UPDATE_GOLDEN"):
         GOLDEN.mkdir(parents=True, exist_ok=True)
         for old in GOLDEN.glob("*.yaml"):
             old.unlink()
         for name, text in files.items():
             (GOLDEN / name).write_text(text, encoding="utf-8")
     golden = {p.name: p.read_text(encoding="utf-8") for p in sorted(GOLDEN.glob("*.yaml"))}
-    assert files == golden, "rendered objects changed: if intended, regenerate with NEXUS_REGEN_GOLDEN=1"
+    assert files == golden, "rendered objects changed: if intended, regenerate with NEXUS_UPDATE_GOLDEN=1"
 
 
 def test_kubectl_kustomize_builds_the_base_into_the_same_objects(tmp_path: Path) -> None:

@@ -1,7 +1,8 @@
 """`nexus deploy k8s`: a release as plain Kubernetes objects, built as dicts and validated before use.
 
 The objects, in apply order (:func:`render_k8s`): ServiceAccount, NetworkPolicy, Service, Deployment
-(:mod:`nexus.deploy.k8s_pod`), PodDisruptionBudget, then any extra objects (the autoscaling ones).
+(:mod:`nexus.deploy.k8s_pod`), PodDisruptionBudget, HorizontalPodAutoscaler and PodMonitor (the
+autoscaling ones, :mod:`nexus.deploy.autoscale`), then any extra objects.
 A rollout to a new release is a re-render: the pod template carries the release's id, so
 `kubectl apply -k` changes it and the Deployment rolls; the selector carries only the app's name, so it
 never changes (a Deployment's selector is immutable).
@@ -10,10 +11,13 @@ never changes (a Deployment's selector is immutable).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from typing import Any
 
-from nexus.deploy.k8s_pod import PORTS, deployment
+from nexus.deploy.autoscale import AutoscaleSettings, render_autoscaling
+from nexus.deploy.k8s_pod import deployment
 from nexus.deploy.k8s_settings import K8sSettings
+from nexus.deploy.labels import PORTS
 from nexus.release import Release
 
 __all__ = ["K8sSettings", "network_policy", "pod_disruption_budget", "render_k8s", "service", "service_account"]
@@ -89,20 +93,38 @@ def network_policy(settings: K8sSettings) -> dict[str, Any]:
 
 
 def render_k8s(
-    release: Release, settings: K8sSettings | None = None, extra_objects: Iterable[Mapping[str, Any]] = ()
+    release: Release,
+    settings: K8sSettings | None = None,
+    extra_objects: Iterable[Mapping[str, Any]] = (),
+    autoscale: AutoscaleSettings | None = None,
 ) -> list[dict[str, Any]]:
     """Every object of the deployment, in apply order, ``extra_objects`` last (not validated here:
     :func:`nexus.deploy.kustomize.write_base` validates all of them).
+
+    With ``autoscale``, the HorizontalPodAutoscaler and the monitor that feeds it
+    (:mod:`nexus.deploy.autoscale`) come after the PodDisruptionBudget, and the Deployment has no
+    ``replicas``: the HPA owns the count, and an apply that set it would undo the HPA's scaling
+    (Kubernetes' HPA docs, "Migrating Deployments and StatefulSets to horizontal autoscaling").
 
     Raises:
         DeployError: the release is in a local folder (pods cannot read it).
     """
     settings = settings or K8sSettings()
-    return [
+    pod = deployment(release, settings)
+    scaling: list[dict[str, Any]] = []
+    if autoscale is not None:
+        del pod["spec"]["replicas"]
+        scaling = render_autoscaling(release, replace(autoscale, name=settings.name))
+    objects = [
         service_account(settings),
         network_policy(settings),
         service(settings),
-        deployment(release, settings),
+        pod,
         pod_disruption_budget(settings),
+        *scaling,
         *(dict(obj) for obj in extra_objects),
     ]
+    if settings.namespace:
+        for obj in objects:
+            obj["metadata"] = {"name": obj["metadata"]["name"], "namespace": settings.namespace, **obj["metadata"]}
+    return objects

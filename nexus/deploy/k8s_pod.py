@@ -15,27 +15,18 @@ from typing import Any
 
 from nexus.deploy import sizing
 from nexus.deploy.k8s_settings import TRITON_UID, K8sSettings
-from nexus.deploy.triton_args import (
-    API_KEY_ENV,
-    GRPC_PORT,
-    HTTP_PORT,
-    METRICS_PORT,
-    release_repository,
-    triton_args,
-)
+from nexus.deploy.labels import PORTS, RELEASE_LABEL
+from nexus.deploy.triton_args import API_KEY_ENV, release_repository, triton_args
 from nexus.errors import DeployError
 from nexus.release import Release
 from nexus.serving.admin import LIVE_PATH, READY_PATH
 from nexus.storage import parse_storage_uri
 
-#: The pod template's label naming the release: a new release changes the template, so it rolls out.
-RELEASE_LABEL = "nexusml.io/release"
 RELEASE_URI_ANNOTATION = "nexusml.io/release-uri"
 GPU_RESOURCE = "nvidia.com/gpu"
 SHM_VOLUME = "dshm"
 GCS_VOLUME = "storage-credentials"
 GCS_MOUNT = "/var/run/secrets/nexusml/storage"
-PORTS = {"http": HTTP_PORT, "grpc": GRPC_PORT, "metrics": METRICS_PORT}
 
 
 def _secret_env(name: str, secret: str, key: str) -> dict[str, Any]:

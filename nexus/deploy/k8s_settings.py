@@ -5,11 +5,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from nexus.deploy.labels import DEFAULT_IMAGE, DEFAULT_NAME, object_labels, selector
 from nexus.errors import DeployError
 
-#: The image `triton/Dockerfile` builds, under the tag docker-compose.yml gives it.
-DEFAULT_IMAGE = "nexusml/triton:24.10"
-DEFAULT_NAME = "nexus-triton"
 #: The user the NGC tritonserver image provides (`triton-server`, uid 1000).
 TRITON_UID = 1000
 #: Seconds between Kubernetes removing a pod from its Service's endpoints and every proxy and load
@@ -118,15 +116,11 @@ class K8sSettings:
 
     def labels(self) -> dict[str, str]:
         """The labels every object gets (fleet.md's convention)."""
-        return {
-            "app.kubernetes.io/name": self.name,
-            "app.kubernetes.io/part-of": "nexusml",
-            "app.kubernetes.io/managed-by": "nexus",
-        }
+        return object_labels(self.name)
 
     def selector(self) -> dict[str, str]:
         """The selector's labels: the name only, so it never changes from one release to the next."""
-        return {"app.kubernetes.io/name": self.name}
+        return selector(self.name)
 
     def metadata(self, name: str | None = None) -> dict[str, object]:
         meta: dict[str, object] = {"name": name or self.name}

@@ -24,20 +24,17 @@ default). For ``gs://`` releases the generator reads ``gcloud-application-creden
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from nexus.deploy.labels import DEFAULT_NAME, metadata, pod_labels
+from nexus.deploy import sizing
+from nexus.deploy.labels import DEFAULT_IMAGE, DEFAULT_NAME, metadata, pod_labels
 from nexus.errors import DeployError
 from nexus.release.manifest import Release
 from nexus.serving.admin import LIVE_PATH, READY_PATH
 
 MODES = ("Standard", "Knative")
-#: The image `docker compose build` makes from triton/Dockerfile (Triton with torch for the Python
-#: backend): push it where the cluster pulls from and pass its name.
-DEFAULT_IMAGE = "nexusml/triton:24.10"
 #: KServe's Triton ClusterServingRuntime, and the HTTP port its args give Triton.
 RUNTIME = "kserve-tritonserver"
 RUNTIME_HTTP_PORT = 8080
@@ -46,9 +43,6 @@ S3_CREDENTIALS_FILE = "s3-credentials.env"
 S3_CREDENTIAL_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 GCS_CREDENTIALS_FILE = "gcloud-application-credentials.json"
 _ANNOTATION = "serving.kserve.io/"
-#: Python-backend shared memory per instance beyond its tensors (its default region plus headroom).
-_SHM_PER_INSTANCE = 16 << 20
-_SHM_MIN = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -61,8 +55,9 @@ class KServeSettings:
     max_replicas: int = 8
     #: GPUs per pod; None: 1 when a model may run on a GPU (kind auto or gpu), else 0.
     gpus: int | None = None
-    cpu: str = "2"
-    memory: str = "4Gi"
+    #: Kubernetes quantities; None: sized from the models (:mod:`nexus.deploy.sizing`, as `nexus deploy k8s`).
+    cpu: str | None = None
+    memory: str | None = None
     #: The memory emptyDir on /dev/shm; None: sized from the models (:func:`shm_bytes`).
     shm_size: str | None = None
     #: Seconds Triton waits for in-flight requests after SIGTERM (``--exit-timeout-secs``).
@@ -120,20 +115,13 @@ def s3_annotations(settings: KServeSettings) -> dict[str, str]:
     return found
 
 
-def shm_bytes(release: Release) -> int:
-    """Bytes of shared memory for the Python backend: per instance, a full batch of inputs and outputs twice over plus
-    :data:`_SHM_PER_INSTANCE`; a model with variable dimensions counts 1 MiB a sample."""
-    total = 0
-    for model in release.models:
-        sample = model.sample_bytes if model.sample_bytes is not None else 1 << 20
-        total += model.instances * (2 * max(1, model.max_batch_size) * sample + _SHM_PER_INSTANCE)
-    return max(_SHM_MIN, math.ceil(total / (1 << 20)) << 20)
+def shm_bytes(release: Release, gpus: int) -> int:
+    """Bytes of `/dev/shm`: :func:`nexus.deploy.sizing.shm_size_bytes`, as `nexus deploy k8s` sizes it."""
+    return sizing.shm_size_bytes(list(release.models), gpus)
 
 
 def _gpus(release: Release, settings: KServeSettings) -> int:
-    if settings.gpus is not None:
-        return settings.gpus
-    return 1 if any(m.kind in ("auto", "gpu") for m in release.models) else 0
+    return settings.gpus if settings.gpus is not None else sizing.default_gpus(list(release.models))
 
 
 def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
@@ -147,7 +135,10 @@ def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
 
 def _model(release: Release, settings: KServeSettings) -> dict[str, Any]:
     gpus = _gpus(release, settings)
-    limits: dict[str, Any] = {"memory": settings.memory}
+    models = list(release.models)
+    memory = settings.memory or sizing.quantity(sizing.memory_request(models, gpus, shm_bytes(release, gpus)))
+    cpu = settings.cpu or f"{sizing.cpu_request_millis(models, gpus)}m"
+    limits: dict[str, Any] = {"memory": memory}
     if gpus:
         limits["nvidia.com/gpu"] = gpus
     model: dict[str, Any] = {
@@ -160,8 +151,9 @@ def _model(release: Release, settings: KServeSettings) -> dict[str, Any]:
             "--strict-readiness=true",
             f"--exit-timeout-secs={settings.exit_timeout_s}",
             "--metrics-config=summary_latencies=true",
+            f"--backend-config=python,shm-default-byte-size={sizing.shm_region_bytes(models)}",
         ],
-        "resources": {"requests": {"cpu": settings.cpu, "memory": settings.memory}, "limits": limits},
+        "resources": {"requests": {"cpu": cpu, "memory": memory}, "limits": limits},
         # model loads after the storage initializer's copy: up to 10 minutes before liveness counts
         "startupProbe": _probe(READY_PATH, 5, 120),
         "readinessProbe": _probe(READY_PATH, 5, 2),
@@ -182,7 +174,7 @@ def _model(release: Release, settings: KServeSettings) -> dict[str, Any]:
 
 def render_inference_service(release: Release, settings: KServeSettings) -> dict[str, Any]:
     settings.validate()
-    shm = settings.shm_size or f"{shm_bytes(release) >> 20}Mi"
+    shm = settings.shm_size or sizing.quantity(shm_bytes(release, _gpus(release, settings)))
     predictor: dict[str, Any] = {
         "minReplicas": settings.min_replicas,
         "maxReplicas": settings.max_replicas,
@@ -244,3 +236,15 @@ def render_kserve(release: Release, settings: KServeSettings) -> list[dict[str, 
     """
     isvc = render_inference_service(release, settings)
     return [*render_credentials(release, settings), isvc]
+
+
+def credentials_files(release: Release) -> tuple[str, dict[str, str]]:
+    """The git-ignored file the Secret's keys come from, and the files written beside the objects for it:
+    a `.gitignore` that keeps it out of git, and for S3 an example with the key names and no values."""
+    if release.uri.startswith("s3://"):
+        example = "".join(f"{key}=\n" for key in S3_CREDENTIAL_KEYS)
+        return S3_CREDENTIALS_FILE, {
+            ".gitignore": f"{S3_CREDENTIALS_FILE}\n",
+            f"{S3_CREDENTIALS_FILE}.example": example,
+        }
+    return GCS_CREDENTIALS_FILE, {".gitignore": f"{GCS_CREDENTIALS_FILE}\n"}

@@ -16,6 +16,7 @@ from typing import Any
 
 from nexus.atomic import atomic_write_text, disk_full_as_error
 from nexus.deploy.record import RECORD, DeployRecord, read_record
+from nexus.deploy.schemas import crds_for
 from nexus.deploy.validate import validate_objects
 from nexus.errors import DeployError
 
@@ -49,8 +50,15 @@ def file_names(objects: Sequence[Mapping[str, Any]]) -> list[str]:
     return names
 
 
-def kustomization(resources: Sequence[str]) -> dict[str, Any]:
-    return {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization", "resources": list(resources)}
+def kustomization(resources: Sequence[str], generators: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": list(resources),
+    }
+    if generators:
+        body["secretGenerator"] = [dict(g) for g in generators]
+    return body
 
 
 def write_base(
@@ -58,17 +66,30 @@ def write_base(
     objects: Sequence[Mapping[str, Any]],
     record: DeployRecord,
     crds: Mapping[tuple[str, str], dict[str, Any]] | None = None,
+    *,
+    extra_files: Mapping[str, str] | None = None,
+    generators: Sequence[Mapping[str, Any]] = (),
 ) -> WrittenBase:
-    """Validate ``objects`` (custom ones against ``crds``), then write them as a kustomize base in ``folder``.
+    """Validate ``objects`` (custom ones against ``crds``, default the vendored CRDs), then write them as a
+    kustomize base in ``folder``.
+
+    Args:
+        extra_files: name -> text of files written beside the objects but not listed as resources (the
+            prometheus-adapter values, a `.gitignore`, an example env file).
+        generators: the kustomization's ``secretGenerator`` entries.
 
     Raises:
         ManifestInvalidError: an object does not validate (nothing is written).
         DeployError: a file to write is in the folder and the previous render did not write it.
     """
-    validate_objects(objects, crds)
+    validate_objects(objects, crds if crds is not None else crds_for(objects))
     names = file_names(objects)
     texts = {name: to_yaml(obj) for name, obj in zip(names, objects, strict=True)}
-    texts[KUSTOMIZATION] = to_yaml(kustomization(names))
+    texts[KUSTOMIZATION] = to_yaml(kustomization(names, generators))
+    for name, text in (extra_files or {}).items():
+        if name in texts or name == RECORD or "/" in name:
+            raise DeployError(f"{name!r} cannot be written beside the base (a bug in nexus: please report it)")
+        texts[name] = text
     previous = read_record(folder)
     ours = set(previous.files) if previous else set()
     for name in [*texts, RECORD]:

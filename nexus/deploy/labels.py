@@ -8,6 +8,9 @@ from __future__ import annotations
 
 #: The app name when none is given (`--name`).
 DEFAULT_NAME = "nexus-triton"
+#: The image `docker compose build` makes from triton/Dockerfile (Triton 2.51 with torch for the Python
+#: backend): push it where the cluster pulls from, or pass `--image`.
+DEFAULT_IMAGE = "nexusml/triton:24.10"
 PART_OF = "nexusml"
 MANAGED_BY = "nexus"
 #: The pod-template label naming the release a pod serves.

@@ -60,7 +60,7 @@ def read_record(folder: Path) -> DeployRecord | None:
             raise ValueError(f"format {data.get('format')!r}")
         files = data["files"]
         if not isinstance(files, list) or not all(
-            isinstance(f, str) and f.endswith((".yaml", ".yml")) and "/" not in f for f in files
+            isinstance(f, str) and f and "/" not in f and f not in (".", "..") for f in files
         ):
             raise ValueError("files is not a list of file names")
         return DeployRecord(

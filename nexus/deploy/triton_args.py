@@ -23,12 +23,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from nexus.deploy.labels import GRPC_PORT, HTTP_PORT, METRICS_PORT
 from nexus.serving.discovery import restricted_api_args
 from nexus.serving.repository import triton_repository_path
 from nexus.serving.server import server_args
 from nexus.settings import StorageSettings
 
-HTTP_PORT, GRPC_PORT, METRICS_PORT = 8000, 8001, 8002
 #: The container's environment variable that holds the model-repository API key (from a Secret).
 API_KEY_ENV = "NEXUS_API_KEY"
 #: Where a pod's Triton listens: every interface of the pod (Triton's own default, said explicitly).
