@@ -5,6 +5,9 @@ published before keeps its serving options, read back from its `config.pbtxt`), 
 in explicit model-control mode with the model-repository API restricted to the project's key, records
 it in `.nexus/server.json` for publish and rollback to find, keeps it and its models up
 (:mod:`nexus.serving.supervisor`), and on Ctrl-C or SIGTERM stops it and removes the record.
+
+An immutable release (a repository holding `nexus-release.json`) is served as it is: nothing is
+published into it, and the Python backend writes no `__pycache__` into a local one.
 """
 
 from __future__ import annotations
@@ -117,12 +120,18 @@ def serve(
 
     Args:
         repository: default `[publish] repository` in `.nexusrc`.
-        sync: publish each model's latest version first (False: serve the repository as it is).
+        sync: publish each model's latest version first (False: serve the repository as it is, as
+            always for a release).
         tritonserver: a binary; default the one in `nvidia-pytriton`.
         log_file: Triton's log; default `.nexus/triton.log`.
     """
     hooks = hooks or ServeHooks()
     repo = ModelRepository.resolve(project, repository)
+    env = dict(repo.env)
+    if repo.release is not None:
+        hooks.message(f"{repo.release} is an immutable release: serving it as it is, publishing nothing into it")
+        sync = False
+        env["PYTHONDONTWRITEBYTECODE"] = "1"  # the stubs import model.py from the release's folders
     if sync:
         hooks.synced(sync_latest(project, repo))
     if repo.folder is not None:
@@ -140,7 +149,7 @@ def serve(
         log_file=log,
         binary=tritonserver,
         extra_args=restricted_api_args(key),
-        env=repo.env,
+        env=env,
     )
     with _stop_on_signals():
         try:
