@@ -3,6 +3,7 @@
 Control plane (`nexus.cli.control`): init, store, signature, load, list, rollback, history.
 Data plane (`nexus.cli.serving`): publish, serve, predict, status; `nexus.cli.loadtest`: loadtest;
 `nexus.cli.tune`: tune;
+`nexus.cli.release`: the `nexus release` group (create, list, show, verify, prune);
 `nexus.cli.quickstart`: the whole job in a new folder.
 """
 
@@ -15,7 +16,7 @@ from typing import Annotated
 import typer
 
 from nexus import __version__
-from nexus.cli import control, loadtest, quickstart, serving, tune
+from nexus.cli import control, loadtest, quickstart, release, serving, tune
 from nexus.cli.context import state
 from nexus.cli.output import stdout
 
@@ -63,6 +64,7 @@ app.command()(serving.status)
 app.command()(loadtest.loadtest)
 app.command()(tune.tune)
 app.command()(quickstart.quickstart)
+app.add_typer(release.app, name="release")
 
 
 def main() -> None:

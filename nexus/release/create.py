@@ -90,7 +90,7 @@ def create_release(
         release = Release(
             id=rid,
             root=where.uri,
-            created=f"{created:%Y-%m-%dT%H:%M:%SZ}",
+            created=f"{created:%Y-%m-%dT%H:%M:%S.%fZ}",  # to the microsecond: releases sort by it
             commit=git.head_commit(project.root),
             models=tuple(released_model(r) for r in rendered),
             files=tuple(files),
@@ -136,7 +136,7 @@ def _new_id(where: ReleaseRoot, files: list[ReleaseFile]) -> tuple[str, datetime
     """An id whose folder is empty: ids are to the second, so one taken (a failed create of the same
     content this second) waits for the next."""
     for _ in range(5):
-        now = datetime.now(UTC).replace(microsecond=0)
+        now = datetime.now(UTC)
         rid = release_id(now, files)
         if not where.storage.list_keys(f"{rid}/"):
             return rid, now
