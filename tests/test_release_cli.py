@@ -53,7 +53,8 @@ def test_create_list_show_verify_and_prune_through_the_cli(repo: GitRepo, stored
     for f in release.files:
         assert f.path in shown.stdout
         assert f.sha256 in shown.stdout
-    assert json.loads(run("release", "show", "latest", "--json").stdout)["files"][0]["sha256"] == release.files[0].sha256
+    shown_json = json.loads(run("release", "show", "latest", "--json").stdout)
+    assert shown_json["files"][0]["sha256"] == release.files[0].sha256
 
     verified = run("release", "verify", "latest")
     assert verified.exit_code == 0, verified.output
