@@ -7,11 +7,14 @@ it in `.nexus/server.json` for publish and rollback to find, keeps it and its mo
 (:mod:`nexus.serving.supervisor`), and on Ctrl-C or SIGTERM stops it and removes the record.
 
 An immutable release (a repository holding `nexus-release.json`) is served as it is: nothing is
-published into it, and the Python backend writes no `__pycache__` into a local one.
+published into it. A local one is served from a fresh copy in `.nexus/release-copy`, as Triton serves a
+bucket from its own download: the Python backend's stub writes `__pycache__` beside `model.py`, and
+its interpreter runs isolated, so no environment variable stops it.
 """
 
 from __future__ import annotations
 
+import shutil
 import signal
 import socket
 from collections.abc import Callable, Iterator
@@ -127,11 +130,11 @@ def serve(
     """
     hooks = hooks or ServeHooks()
     repo = ModelRepository.resolve(project, repository)
-    env = dict(repo.env)
     if repo.release is not None:
         hooks.message(f"{repo.release} is an immutable release: serving it as it is, publishing nothing into it")
         sync = False
-        env["PYTHONDONTWRITEBYTECODE"] = "1"  # the stubs import model.py from the release's folders
+        if repo.folder is not None:
+            repo = _private_copy(project, repo.folder)
     if sync:
         hooks.synced(sync_latest(project, repo))
     if repo.folder is not None:
@@ -149,7 +152,7 @@ def serve(
         log_file=log,
         binary=tritonserver,
         extra_args=restricted_api_args(key),
-        env=env,
+        env=repo.env,
     )
     with _stop_on_signals():
         try:
@@ -169,6 +172,15 @@ def serve(
             _ignore_signals()
             server_file(project).unlink(missing_ok=True)
             server.stop()
+
+
+def _private_copy(project: Project, folder: Path) -> ModelRepository:
+    """A fresh copy of the local release ``folder`` for Triton to load from (and write `__pycache__` into)."""
+    copy = project.root / ".nexus" / "release-copy"
+    shutil.rmtree(copy, ignore_errors=True)
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(folder, copy)
+    return ModelRepository(copy, str(copy))
 
 
 def _ignore_signals() -> None:
