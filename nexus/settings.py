@@ -10,6 +10,9 @@ A `.nexusrc` looks like this::
     [publish]
     repository = ".nexus/model_repository" # or "s3://bucket/triton-repo", "gs://..."
 
+    [release]
+    root = "s3://ml-models/releases"       # where `nexus release create` writes; default the folder `releases`
+
 It never holds credentials: those come from the environment and the cloud SDKs' own chains, and a
 file that looks like it holds one is refused. Without a `.nexusrc` the store is the local folder
 `.nexus/storage` in the repository, which needs no server.
@@ -34,6 +37,7 @@ CONFIG_FILE = ".nexusrc"
 DEFAULT_STORAGE_URI = ".nexus/storage"
 
 DEFAULT_REPOSITORY = ".nexus/model_repository"
+DEFAULT_RELEASE_ROOT = "releases"
 
 #: Environment variable -> (section, field) it overrides.
 ENV_OVERRIDES = {
@@ -41,6 +45,7 @@ ENV_OVERRIDES = {
     "NEXUS_ENDPOINT_URL": ("storage", "endpoint_url"),
     "NEXUS_REGION": ("storage", "region"),
     "NEXUS_REPOSITORY": ("publish", "repository"),
+    "NEXUS_RELEASE_ROOT": ("release", "root"),
 }
 
 _SECRET_KEY = re.compile(r"secret|passw|token|credential|private.?key|access.?key|api.?key|session|auth", re.I)
@@ -80,10 +85,24 @@ class PublishSettings:
     repository: str = DEFAULT_REPOSITORY
 
 
+@dataclass(frozen=True)
+class ReleaseSettings:
+    """Where `nexus release` writes and finds immutable releases.
+
+    Attributes:
+        root: a folder (relative to the repository root) or `s3://` / `gs://` URI; each release is `<root>/<id>`.
+    """
+
+    root: str = DEFAULT_RELEASE_ROOT
+
+
+_Settings = StorageSettings | PublishSettings | ReleaseSettings
+
 #: `.nexusrc` section -> the settings class it fills.
-SECTIONS: dict[str, type[StorageSettings] | type[PublishSettings]] = {
+SECTIONS: dict[str, type[StorageSettings] | type[PublishSettings] | type[ReleaseSettings]] = {
     "storage": StorageSettings,
     "publish": PublishSettings,
+    "release": ReleaseSettings,
 }
 
 
@@ -94,6 +113,7 @@ class NexusConfig:
     root: Path
     storage: StorageSettings = field(default_factory=StorageSettings)
     publish: PublishSettings = field(default_factory=PublishSettings)
+    release: ReleaseSettings = field(default_factory=ReleaseSettings)
     #: Where the settings came from, for messages: the file, or "defaults".
     source: str = "defaults"
 
@@ -114,14 +134,18 @@ def load_config(root: Path, env: Mapping[str, str] | None = None) -> NexusConfig
         root=root,
         storage=StorageSettings(**sections["storage"]),
         publish=PublishSettings(**sections["publish"]),
+        release=ReleaseSettings(**sections["release"]),
         source=source,
     )
 
 
-def write_config(root: Path, storage: StorageSettings, publish: PublishSettings | None = None) -> Path:
+def write_config(
+    root: Path, storage: StorageSettings, publish: PublishSettings | None = None, release: ReleaseSettings | None = None
+) -> Path:
     """Write `<root>/.nexusrc` atomically and return its path. Validates like :func:`load_config`."""
     lines = ["# NexusML settings. Commit this file; never put credentials in it."]
-    for name, settings in (("storage", storage), ("publish", publish)):
+    sections: list[tuple[str, _Settings | None]] = [("storage", storage), ("publish", publish), ("release", release)]
+    for name, settings in sections:
         if settings is None:
             continue
         lines.append(f"[{name}]")

@@ -2,7 +2,9 @@
 
 Control plane (`nexus.cli.control`): init, store, signature, load, list, rollback, history.
 Data plane (`nexus.cli.serving`): publish, serve, predict, status; `nexus.cli.loadtest`: loadtest;
-`nexus.cli.tune`: tune; `nexus.cli.deploy`: the `deploy` group (k8s);
+`nexus.cli.tune`: tune;
+`nexus.cli.release`: the `nexus release` group (create, list, show, verify, prune);
+`nexus.cli.deploy`: the `nexus deploy` group (k8s, kserve);
 `nexus.cli.quickstart`: the whole job in a new folder.
 """
 
@@ -15,7 +17,7 @@ from typing import Annotated
 import typer
 
 from nexus import __version__
-from nexus.cli import control, deploy, loadtest, quickstart, serving, tune
+from nexus.cli import control, deploy, loadtest, quickstart, release, serving, tune
 from nexus.cli.context import state
 from nexus.cli.output import stdout
 
@@ -63,6 +65,7 @@ app.command()(serving.status)
 app.command()(loadtest.loadtest)
 app.command()(tune.tune)
 app.command()(quickstart.quickstart)
+app.add_typer(release.app, name="release")
 app.add_typer(deploy.app, name="deploy")
 
 

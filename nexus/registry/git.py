@@ -70,6 +70,18 @@ def dirty_files(root: Path, ignore: Sequence[str] = ()) -> list[str]:
     return files
 
 
+def ls_files(root: Path, pathspec: str) -> list[str]:
+    """Files matching ``pathspec`` (`*nexus-deploy.json`) in the work tree, tracked or not (ignored ones too),
+    relative to ``root``, sorted."""
+    found: set[str] = set()
+    for extra in ((), ("--others",)):
+        result = _git(root, "ls-files", "-z", *extra, "--", pathspec)
+        if result.returncode != 0:
+            raise GitError(f"`git ls-files` failed in {root}: {result.stderr.strip()}; check the repository")
+        found.update(name for name in result.stdout.split("\0") if name)
+    return sorted(found)
+
+
 def require_clean(root: Path, ignore: Sequence[str] = ()) -> None:
     """Raise :class:`DirtyTreeError` listing the changed tracked files, if there are any."""
     files = dirty_files(root, ignore)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from nexus.errors import PublishError, SignatureMissingError
 from nexus.registry import Project
@@ -19,7 +20,31 @@ from nexus.serving.repository import CONFIG, MODEL_PY, ModelRepository
 from nexus.serving.tuned import recorded_options
 from nexus.tensors import Signature
 
-__all__ = ["CONFIG", "MODEL_PY", "PublishResult", "publish", "render_version", "resolve_signature"]
+__all__ = [
+    "CONFIG",
+    "MODEL_PY",
+    "PublishResult",
+    "Rendered",
+    "prepare_version",
+    "publish",
+    "render_version",
+    "resolve_signature",
+]
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """One version made ready to publish, nothing written yet (:func:`prepare_version`)."""
+
+    version: ModelVersion
+    options: ServingOptions
+    #: The `ModelConfig` message and its text, which parses back to it.
+    config: Any
+    config_text: str
+    #: The artifact's file name in the version folder (`model.pt2`).
+    artifact_name: str
+    #: The verified artifact in the cache (read it, never change it).
+    cached: Path
 
 
 @dataclass(frozen=True)
@@ -74,6 +99,8 @@ def publish(
     v = project.resolve(model_name, version, commit)
     repo = ModelRepository.resolve(project, repository)
     options = options if options is not None else recorded_options(project, model_name)
+    if not dry_run:
+        repo.refuse_release()  # before a hot swap touches the server
     if server is not None and not dry_run:
         from nexus.serving.hotswap import swap
 
@@ -94,6 +121,32 @@ def render_version(
 
     Without ``options``, the ones recorded for the model (`.nexus_serving.json`), else the defaults.
     """
+    r = prepare_version(project, v, options, signature)
+    if not dry_run:
+        repo.write_version(
+            v.model_name,
+            v.version,
+            r.artifact_name,
+            r.cached,
+            lambda target: project.cache.copy_out(v.sha256, v.size, target),
+            r.config_text,
+        )
+    files = repo.version_keys(v.model_name, v.version, r.artifact_name)
+    return PublishResult(v.model_name, v, repo.location, repo.triton_path, r.config_text, files, written=not dry_run)
+
+
+def prepare_version(
+    project: Project, v: ModelVersion, options: ServingOptions | None = None, signature: Signature | None = None
+) -> Rendered:
+    """Render ``v``'s `config.pbtxt` and fetch its verified artifact, writing nothing anywhere.
+
+    Without ``options``, the ones recorded for the model (`.nexus_serving.json`), else the defaults;
+    without ``signature``, the recorded one.
+
+    Raises:
+        SignatureMissingError: no signature is recorded and none was given.
+        SignatureError: the artifact does not run with the signature and options.
+    """
     options = options or recorded_options(project, v.model_name) or ServingOptions()
     cached = project.cached_artifact(v)
     signature = resolve_signature(v, signature, cached)
@@ -103,14 +156,4 @@ def render_version(
     if parse_config(text) != config:  # pragma: no cover - protobuf round trip; guards against a broken install
         raise PublishError("config.pbtxt does not parse back to what was rendered; reinstall tritonclient")
     check_signature(cached, v.format, signature, options.batching)
-    if not dry_run:
-        repo.write_version(
-            v.model_name,
-            v.version,
-            artifact_name,
-            cached,
-            lambda target: project.cache.copy_out(v.sha256, v.size, target),
-            text,
-        )
-    files = repo.version_keys(v.model_name, v.version, artifact_name)
-    return PublishResult(v.model_name, v, repo.location, repo.triton_path, text, files, written=not dry_run)
+    return Rendered(v, options, config, text, artifact_name, cached)

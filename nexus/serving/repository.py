@@ -13,6 +13,9 @@ It is resolved once, from `--repository` or `[publish] repository` in `.nexusrc`
 A local version folder is built in a hidden temporary folder beside it and renamed into place, then
 `config.pbtxt` is replaced atomically, so a reader never sees half a version. A bucket gets the same
 files, `config.pbtxt` last.
+
+A repository that is (or lies inside) an immutable release, a prefix holding :data:`RELEASE_MANIFEST`
+(:mod:`nexus.release`), is never written: :meth:`ModelRepository.write_version` refuses it.
 """
 
 from __future__ import annotations
@@ -22,11 +25,12 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property, partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from nexus.atomic import atomic_write_text, disk_full_as_error, is_disk_full
-from nexus.errors import ObjectMissingError, PublishError
+from nexus.errors import ObjectMissingError, PublishError, ReleaseImmutableError
 from nexus.serving.model_config import ServingOptions, parse_config, read_serving
 from nexus.settings import StorageSettings
 from nexus.shipped import shipped
@@ -38,6 +42,8 @@ if TYPE_CHECKING:
 
 MODEL_PY = "model.py"
 CONFIG = "config.pbtxt"
+#: The manifest at the top of an immutable release (:data:`nexus.release.manifest.MANIFEST` is this name).
+RELEASE_MANIFEST = "nexus-release.json"
 
 
 def template_source() -> str:
@@ -66,6 +72,8 @@ class ModelRepository:
     storage: Storage | None = None
     #: Extra environment for Triton to reach the bucket (an emulator endpoint, for instance).
     env: dict[str, str] = field(default_factory=dict)
+    #: Finds the release a bucket repository lies in (see :attr:`release`); set by :meth:`resolve`.
+    release_probe: Callable[[], str | None] | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def resolve(cls, project: Project, repository: ModelRepository | Path | str | None = None) -> ModelRepository:
@@ -83,7 +91,8 @@ class ModelRepository:
         if location.scheme == "gs" and parse_storage_uri(settings.uri).scheme == "gs" and settings.endpoint_url:
             env["CLOUD_STORAGE_EMULATOR_ENDPOINT"] = settings.endpoint_url
         storage = open_storage(target, settings, project.root)
-        return cls(target, triton_repository_path(target, settings), storage, env)
+        probe = partial(enclosing_release, target, settings, project.root)
+        return cls(target, triton_repository_path(target, settings), storage, env, probe)
 
     @property
     def folder(self) -> Path | None:
@@ -92,6 +101,21 @@ class ModelRepository:
 
     def __str__(self) -> str:
         return str(self.location)
+
+    @cached_property
+    def release(self) -> str | None:
+        """The immutable release this repository is, or lies inside (its folder or URI); None for a plain one."""
+        if self.folder is not None:
+            return _folder_release(self.folder)
+        if self.release_probe is not None:
+            return self.release_probe()
+        held = self.storage is not None and self.storage.size(RELEASE_MANIFEST) is not None
+        return str(self.location) if held else None
+
+    def refuse_release(self) -> None:
+        """Raise :class:`ReleaseImmutableError` if this repository is (inside) a release."""
+        if self.release is not None:
+            raise ReleaseImmutableError(self.release)
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -133,7 +157,11 @@ class ModelRepository:
             cached: the verified artifact (uploaded as is to a bucket).
             copy_artifact: writes a verified copy of the artifact to the path it is given (local folders).
             config: the text of `config.pbtxt`.
+
+        Raises:
+            ReleaseImmutableError: the repository is an immutable release.
         """
+        self.refuse_release()
         if self.storage is None:
             needed = cached.stat().st_size + len(template_source().encode()) + len(config.encode())
             with disk_full_as_error(Path(self.location), needed, "pass another --repository"):
@@ -187,6 +215,25 @@ class ModelRepository:
 def open_repository(project: Project, repository: ModelRepository | Path | str | None = None) -> ModelRepository:
     """:meth:`ModelRepository.resolve`, as a function."""
     return ModelRepository.resolve(project, repository)
+
+
+def enclosing_release(target: str, settings: StorageSettings, project_root: Path) -> str | None:
+    """The release ``target`` (a folder or bucket URI) is, or lies inside: the nearest prefix holding
+    :data:`RELEASE_MANIFEST`, as a folder path or URI; None when there is none."""
+    location = parse_storage_uri(target)
+    if location.scheme == "file":
+        folder = Path(location.bucket).expanduser()
+        return _folder_release(folder if folder.is_absolute() else project_root / folder)
+    parts = location.prefix.split("/") if location.prefix else []
+    for depth in range(len(parts), -1, -1):
+        uri = f"{location.scheme}://{'/'.join([location.bucket, *parts[:depth]])}"
+        if open_storage(uri, settings, project_root).size(RELEASE_MANIFEST) is not None:
+            return uri
+    return None
+
+
+def _folder_release(folder: Path) -> str | None:
+    return next((str(d) for d in (folder, *folder.parents) if (d / RELEASE_MANIFEST).is_file()), None)
 
 
 def triton_repository_path(uri: str, settings: StorageSettings) -> str:

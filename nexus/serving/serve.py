@@ -5,10 +5,16 @@ published before keeps its serving options, read back from its `config.pbtxt`), 
 in explicit model-control mode with the model-repository API restricted to the project's key, records
 it in `.nexus/server.json` for publish and rollback to find, keeps it and its models up
 (:mod:`nexus.serving.supervisor`), and on Ctrl-C or SIGTERM stops it and removes the record.
+
+An immutable release (a repository holding `nexus-release.json`) is served as it is: nothing is
+published into it. A local one is served from a fresh copy in `.nexus/release-copy`, as Triton serves a
+bucket from its own download: the Python backend's stub writes `__pycache__` beside `model.py`, and
+its interpreter runs isolated, so no environment variable stops it.
 """
 
 from __future__ import annotations
 
+import shutil
 import signal
 import socket
 from collections.abc import Callable, Iterator
@@ -117,12 +123,18 @@ def serve(
 
     Args:
         repository: default `[publish] repository` in `.nexusrc`.
-        sync: publish each model's latest version first (False: serve the repository as it is).
+        sync: publish each model's latest version first (False: serve the repository as it is, as
+            always for a release).
         tritonserver: a binary; default the one in `nvidia-pytriton`.
         log_file: Triton's log; default `.nexus/triton.log`.
     """
     hooks = hooks or ServeHooks()
     repo = ModelRepository.resolve(project, repository)
+    if repo.release is not None:
+        hooks.message(f"{repo.release} is an immutable release: serving it as it is, publishing nothing into it")
+        sync = False
+        if repo.folder is not None:
+            repo = _private_copy(project, repo.folder)
     if sync:
         hooks.synced(sync_latest(project, repo))
     if repo.folder is not None:
@@ -160,6 +172,15 @@ def serve(
             _ignore_signals()
             server_file(project).unlink(missing_ok=True)
             server.stop()
+
+
+def _private_copy(project: Project, folder: Path) -> ModelRepository:
+    """A fresh copy of the local release ``folder`` for Triton to load from (and write `__pycache__` into)."""
+    copy = project.root / ".nexus" / "release-copy"
+    shutil.rmtree(copy, ignore_errors=True)
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(folder, copy)
+    return ModelRepository(copy, str(copy))
 
 
 def _ignore_signals() -> None:

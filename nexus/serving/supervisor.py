@@ -66,10 +66,11 @@ def reload_model(admin: TritonAdmin, repository: ModelRepository, model: str) ->
     reload after a start works only because the first load writes `__pycache__` into the version
     folder. Touching `config.pbtxt` or the model's folder does not count; touching a version folder
     does. So in a local repository the version folders are touched, and Triton loads the model again
-    while the old instances keep answering; in a bucket the model is unloaded first.
+    while the old instances keep answering; in a bucket, or a release (never touched), the model is
+    unloaded first.
     """
     folder = repository.folder
-    if folder is not None and (folder / model).is_dir():
+    if folder is not None and (folder / model).is_dir() and repository.release is None:
         for version in (folder / model).iterdir():
             if version.is_dir() and version.name.isdigit():
                 # one second past the last change at least, should Triton compare whole seconds

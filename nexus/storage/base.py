@@ -54,5 +54,16 @@ class Storage(ABC):
             ObjectMissingError: there is no object at ``key``.
         """
 
+    @abstractmethod
+    def list_keys(self, prefix: str = "") -> list[str]:
+        """Every key below the root that starts with ``prefix``, relative to the root, sorted (recursive).
+
+        ``prefix`` is a plain string prefix: `"2026"` matches `20261202-.../x`; give `"ID/"` for one folder.
+        """
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Delete the object at ``key``; a key with no object is not an error."""
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.base_uri!r})"

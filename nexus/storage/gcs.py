@@ -149,6 +149,21 @@ class GCSStorage(Storage):
             raise StorageError(f"{self.uri(key)} has size {blob.size} after upload, sent {digest.size}")
         return digest
 
+    def list_keys(self, prefix: str = "") -> list[str]:
+        self._check_bucket(prefix)
+        base = self._key("")
+        with self._errors(prefix):
+            names = [blob.name for blob in self.client.list_blobs(self.bucket, prefix=base + prefix)]
+        return sorted(name[len(base) :] for name in names if not name.endswith("/"))
+
+    def delete(self, key: str) -> None:
+        self._check_bucket(key)
+        try:
+            with self._errors(key):
+                self.bucket.blob(self._key(key)).delete(retry=DEFAULT_RETRY.with_timeout(RETRY_TIMEOUT_S))
+        except ObjectMissingError:
+            pass
+
     def download(self, key: str, out: Writable, progress: Progress | None = None) -> Digest:
         self._check_bucket(key)
         writer = _CountingWriter(out, progress)

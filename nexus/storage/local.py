@@ -58,6 +58,32 @@ class LocalStorage(Storage):
             raise StorageError(f"{dest} has the wrong size after writing; check the filesystem")
         return digest
 
+    def list_keys(self, prefix: str = "") -> list[str]:
+        if not self.root.is_dir():
+            return []
+        keys = (
+            "/".join(path.relative_to(self.root).parts)
+            for path in self.root.rglob("*")
+            if path.is_file() and not _is_temporary(path.name)
+        )
+        return sorted(key for key in keys if key.startswith(prefix))
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return
+        except PermissionError as e:
+            raise StorageError(f"cannot delete {path}: permission denied; fix the folder's permissions") from e
+        for folder in path.parents:  # drop the folders the key leaves empty, up to the root
+            if folder == self.root or self.root not in folder.parents:
+                break
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+
     def download(self, key: str, out: Writable, progress: Progress | None = None) -> Digest:
         path = self._path(key)
         if not path.is_file():
@@ -67,3 +93,8 @@ class LocalStorage(Storage):
             return copy_file_and_hash(path, out, progress)
         with open(path, "rb") as src:
             return copy_and_hash(src, out, progress)
+
+
+def _is_temporary(name: str) -> bool:
+    """A write in progress (or one cut off by a crash): :func:`nexus.atomic.temporary_sibling`'s hidden file."""
+    return name.startswith(".") and name.endswith(".tmp")

@@ -16,23 +16,16 @@ import contextlib
 import functools
 import hashlib
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from nexus.errors import (
-    BucketNotFoundError,
-    EndpointUnreachableError,
-    KeyExistsError,
-    MissingDependencyError,
-    ObjectMissingError,
-    StorageCredentialsError,
-    StorageError,
-)
+from nexus.errors import BucketNotFoundError, KeyExistsError, MissingDependencyError, ObjectMissingError, StorageError
 from nexus.hashing import Digest, Progress, Writable
 from nexus.storage.base import Storage
+from nexus.storage.s3_errors import TAKEN, error_code, translated
 
 try:
     import boto3
@@ -52,9 +45,6 @@ CONCURRENCY = 8
 DOWNLOAD_ATTEMPTS = 5
 _CHUNK = 1 << 20
 
-_MISSING_BUCKET = {"NoSuchBucket"}
-_DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken", "403"}
-_TAKEN = {"PreconditionFailed", "412", "ConditionalRequestConflict"}
 _STREAM_ERRORS = (
     botocore.exceptions.IncompleteReadError,
     botocore.exceptions.ResponseStreamingError,
@@ -94,34 +84,9 @@ class S3Storage(Storage):
 
     # -- errors -----------------------------------------------------------------------------
 
-    @contextmanager
-    def _errors(self, key: str) -> Iterator[None]:
+    def _errors(self, key: str) -> AbstractContextManager[None]:
         """Translate botocore's exceptions into NexusML's for the object at ``key``."""
-        uri = self.uri(key)
-        try:
-            yield
-        except botocore.exceptions.NoCredentialsError as e:
-            raise StorageCredentialsError(uri, "boto3 found no credentials") from e
-        except (
-            botocore.exceptions.EndpointConnectionError,
-            botocore.exceptions.ConnectTimeoutError,
-            botocore.exceptions.ConnectionClosedError,
-            botocore.exceptions.ReadTimeoutError,
-        ) as e:
-            raise EndpointUnreachableError(self.endpoint_url or "AWS S3", str(e)) from e
-        except botocore.exceptions.ClientError as e:
-            code = str(e.response.get("Error", {}).get("Code", ""))
-            if code in _TAKEN:
-                raise KeyExistsError(uri) from e
-            if code in _MISSING_BUCKET:
-                raise BucketNotFoundError(f"s3://{self.bucket}") from e
-            if code in _DENIED:
-                raise StorageCredentialsError(uri, f"S3 answered {code}") from e
-            if code in {"NoSuchKey", "404"}:
-                raise ObjectMissingError(uri) from e
-            raise StorageError(f"S3 request for {uri} failed: {e}; check the bucket and your access") from e
-        except botocore.exceptions.BotoCoreError as e:
-            raise StorageError(f"S3 request for {uri} failed: {e}; check the storage settings") from e
+        return translated(self.uri(key), self.bucket, self.endpoint_url)
 
     def _check_bucket(self, key: str) -> None:
         if self._bucket_checked:
@@ -130,7 +95,7 @@ class S3Storage(Storage):
             try:
                 self.client.head_bucket(Bucket=self.bucket)
             except botocore.exceptions.ClientError as e:
-                if str(e.response.get("Error", {}).get("Code")) in {"404", "NoSuchBucket"}:
+                if error_code(e) in {"404", "NoSuchBucket"}:
                     raise BucketNotFoundError(f"s3://{self.bucket}") from e
                 raise
         self._bucket_checked = True
@@ -249,7 +214,7 @@ class S3Storage(Storage):
                 **condition,
             )
         except botocore.exceptions.ClientError as e:
-            if str(e.response.get("Error", {}).get("Code", "")) != "NoSuchUpload":
+            if error_code(e) != "NoSuchUpload":
                 raise
             # A retried Complete whose first try went through (and whose answer was lost) finds
             # the upload gone. Create-only: if an object is at the key now, the caller checks its bytes.
@@ -263,6 +228,19 @@ class S3Storage(Storage):
         # If the server is gone or refuses, the parts stay invisible and expire by bucket lifecycle policy.
         with contextlib.suppress(botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError):
             self.client.abort_multipart_upload(Bucket=self.bucket, Key=s3_key, UploadId=upload_id)
+
+    def list_keys(self, prefix: str = "") -> list[str]:
+        self._check_bucket(prefix)
+        base = self._key("")
+        with self._errors(prefix):
+            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=base + prefix)
+            names = [o["Key"] for page in pages for o in page.get("Contents", [])]
+        return sorted(name[len(base) :] for name in names if not name.endswith("/"))
+
+    def delete(self, key: str) -> None:
+        self._check_bucket(key)
+        with self._errors(key):  # S3 answers 204 for a key with no object
+            self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
 
     def download(self, key: str, out: Writable, progress: Progress | None = None) -> Digest:
         """Stream the object into ``out``; a connection lost mid-body resumes where it stopped.
@@ -281,7 +259,7 @@ class S3Storage(Storage):
                 try:
                     response = self.client.get_object(Bucket=self.bucket, Key=self._key(key), **rest)
                 except botocore.exceptions.ClientError as e:
-                    if etag and str(e.response.get("Error", {}).get("Code", "")) in _TAKEN:
+                    if etag and error_code(e) in TAKEN:
                         raise StorageError(f"{self.uri(key)} changed while it was downloaded; load it again") from e
                     raise
                 etag = self._answered(response, "ETag", key)
