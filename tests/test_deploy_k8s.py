@@ -18,7 +18,9 @@ from typing import Any
 import pytest
 import yaml
 
-from deploy_fixtures import NEXT_ID, RELEASE_ID, model, release
+from deploy_objects import NEXT_ID, RELEASE_ID, model, release
+from nexus.deploy.autoscale import AutoscaleSettings
+from nexus.deploy.folders import write_k8s
 from nexus.deploy.k8s import K8sSettings, render_k8s
 from nexus.deploy.k8s_pod import RELEASE_LABEL
 from nexus.deploy.kustomize import KUSTOMIZATION, write_base
@@ -89,15 +91,15 @@ def test_a_broken_object_is_refused_and_nothing_is_written(tmp_path: Path, where
 
 
 def test_the_rendered_files_match_the_golden_ones(tmp_path: Path) -> None:
-    write_base(tmp_path / "k8s", render_k8s(release(), SETTINGS), DeployRecord.for_release(release(), "k8s"))
+    write_k8s(release(), tmp_path / "k8s", SETTINGS, AutoscaleSettings())  # what `nexus deploy k8s` writes
     files = {n: t for n, t in _written(tmp_path / "k8s").items() if n != RECORD}
     if os.environ.get("NEXUS_UPDATE_GOLDEN"):
         GOLDEN.mkdir(parents=True, exist_ok=True)
-        for old in GOLDEN.glob("*.yaml"):
+        for old in GOLDEN.glob("*"):
             old.unlink()
         for name, text in files.items():
             (GOLDEN / name).write_text(text, encoding="utf-8")
-    golden = {p.name: p.read_text(encoding="utf-8") for p in sorted(GOLDEN.glob("*.yaml"))}
+    golden = {p.name: p.read_text(encoding="utf-8") for p in sorted(GOLDEN.glob("*"))}
     assert files == golden, "rendered objects changed: if intended, regenerate with NEXUS_UPDATE_GOLDEN=1"
 
 

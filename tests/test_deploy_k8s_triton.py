@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy_fixtures import model, release
+from deploy_objects import model, release
 from helpers import free_port, serve_one_model
 from nexus.deploy.k8s import K8sSettings, render_k8s
 from nexus.deploy.triton_args import expand_env, localize

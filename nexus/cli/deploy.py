@@ -116,10 +116,9 @@ def k8s(
     ] = None,
 ) -> None:
     """Render RELEASE as a kustomize base: Deployment, Service, autoscaler, ..., validated against Kubernetes 1.35."""
-    from nexus.deploy.autoscale import ADAPTER_VALUES_FILE, AutoscaleSettings, adapter_helm_values
-    from nexus.deploy.k8s import K8sSettings, render_k8s
-    from nexus.deploy.kustomize import to_yaml, write_base
-    from nexus.deploy.record import DeployRecord
+    from nexus.deploy.autoscale import ADAPTER_VALUES_FILE, AutoscaleSettings
+    from nexus.deploy.folders import write_k8s
+    from nexus.deploy.k8s import K8sSettings
 
     proj = project()
     found = _release(proj, release, root)
@@ -143,16 +142,12 @@ def k8s(
         metrics_namespaces=tuple(metrics_namespace or ()),
     )
     autoscale = None
-    extra: dict[str, str] = {}
     if replicas is None:
         target_us = round(target_queue_ms * 1000) if target_queue_ms is not None else None
         autoscale = AutoscaleSettings(
             min_replicas=min_replicas, max_replicas=max_replicas, target_queue_us=target_us, monitor=monitor
         )
-        extra[ADAPTER_VALUES_FILE] = to_yaml(adapter_helm_values())
-    folder = out if out.is_absolute() else proj.root / out
-    objects = render_k8s(found, settings, autoscale=autoscale)
-    written = write_base(folder, objects, DeployRecord.for_release(found, "k8s"), extra_files=extra)
+    written = write_k8s(found, out if out.is_absolute() else proj.root / out, settings, autoscale)
     secrets = [s for s in (settings.credentials_secret, settings.api_key_secret) if s]
     _print_written(found, written, secrets, local_files=[])
     if autoscale is not None:
@@ -187,9 +182,8 @@ def kserve(
     exit_timeout: ExitOpt = 30,
 ) -> None:
     """Render RELEASE as a KServe InferenceService on KServe's Triton runtime, validated against its CRD."""
-    from nexus.deploy.kserve import KServeSettings, credentials_files, render_kserve, secret_generator
-    from nexus.deploy.kustomize import write_base
-    from nexus.deploy.record import DeployRecord
+    from nexus.deploy.folders import write_kserve
+    from nexus.deploy.kserve import KServeSettings, credentials_files
 
     proj = project()
     found = _release(proj, release, root)
@@ -207,14 +201,5 @@ def kserve(
         s3_region=s3_region,
         exit_timeout_s=exit_timeout,
     )
-    folder = out if out.is_absolute() else proj.root / out
-    objects = render_kserve(found, settings)
-    local, extra = credentials_files(found)
-    written = write_base(
-        folder,
-        objects,
-        DeployRecord.for_release(found, "kserve"),
-        extra_files=extra,
-        generators=[secret_generator(found, settings)],
-    )
-    _print_written(found, written, [], local_files=[local])
+    written = write_kserve(found, out if out.is_absolute() else proj.root / out, settings)
+    _print_written(found, written, [], local_files=[credentials_files(found)[0]])
