@@ -168,7 +168,8 @@ def fleet_summary(fleet: FleetStatus) -> list[str]:
     """Whether the servers agree on one release (and which), then what each one drifts from, in lines."""
     total = len(fleet.servers)
     if fleet.agreed is not None:
-        lines = [f"All {total} servers serve release {fleet.agreed}." if total > 1 else f"release {fleet.agreed}"]
+        lines = [f"All {total} servers serve" if total > 1 else "The server serves"]
+        lines[0] += f" release {fleet.agreed}."
     else:
         groups = [
             f"{f'release {release}' if release else NO_RELEASE} on {', '.join(urls)}"

@@ -88,8 +88,10 @@ def read_server_list(path: Path | str) -> list[str]:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ServerListError(str(path), "no such file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ServerListError(str(path), f"cannot be read ({getattr(e, 'strerror', None) or e})") from None
+    except UnicodeDecodeError:
+        raise ServerListError(str(path), "is not UTF-8 text") from None
+    except OSError as e:
+        raise ServerListError(str(path), f"cannot be read ({e.strerror or e})") from None
     urls: list[str] = []
     for number, line in enumerate(text.splitlines(), 1):
         address = line.split("#", 1)[0].strip()
