@@ -1,7 +1,7 @@
 """The `nexus` command line: the Typer app, its global options, and where each command lives.
 
 Control plane (`nexus.cli.control`): init, store, signature, load, list, rollback, history.
-Data plane (`nexus.cli.serving`): publish, serve, predict, status; `nexus.cli.loadtest`: loadtest;
+Data plane (`nexus.cli.serving`): publish, serve, predict; `nexus.cli.status`: status; `nexus.cli.loadtest`: loadtest;
 `nexus.cli.tune`: tune;
 `nexus.cli.release`: the `nexus release` group (create, list, show, verify, prune);
 `nexus.cli.deploy`: the `nexus deploy` group (k8s, kserve);
@@ -17,7 +17,7 @@ from typing import Annotated
 import typer
 
 from nexus import __version__
-from nexus.cli import control, deploy, loadtest, quickstart, release, serving, tune
+from nexus.cli import control, deploy, loadtest, quickstart, release, serving, status, tune
 from nexus.cli.context import state
 from nexus.cli.output import stdout
 
@@ -61,7 +61,7 @@ app.command()(control.history)
 app.command()(serving.publish)
 app.command()(serving.serve)
 app.command()(serving.predict)
-app.command()(serving.status)
+app.command()(status.status)
 app.command()(loadtest.loadtest)
 app.command()(tune.tune)
 app.command()(quickstart.quickstart)

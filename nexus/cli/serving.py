@@ -1,9 +1,10 @@
-"""Data-plane commands: publish, serve, predict, status. Each parses, calls one library function, and prints."""
+"""Data-plane commands: publish, serve, predict (status: :mod:`nexus.cli.status`). Each parses, calls one library
+function, and prints."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -23,7 +24,7 @@ from nexus.cli.options import (
     VersionOpt,
 )
 from nexus.cli.output import stderr, stdout
-from nexus.cli.tables import print_outputs, print_published, status_table
+from nexus.cli.tables import print_outputs, print_published
 
 if TYPE_CHECKING:
     from nexus.registry import Project
@@ -248,29 +249,3 @@ def predict(
         )
     else:
         print_outputs(outputs, output_dir)
-
-
-@handles_errors
-def status(server: ServerOpt = None, repository: RepositoryOpt = None, as_json: JsonOpt = False) -> None:
-    """Latest in .nexus_meta.json, published in the repository, live on Triton: and any drift.
-
-    Example: nexus status --server localhost:8000 --json
-    """
-    from nexus.serving.discovery import find_server
-    from nexus.serving.status import model_status
-
-    p = project()
-    live = server or find_server(p)
-    statuses = model_status(p, live, repository)
-    if as_json:
-        typer.echo(json.dumps([{**asdict(s), "drift": s.drift} for s in statuses], indent=2))
-        return
-    if not statuses:
-        stdout().print("No models stored yet. Store one with `nexus store PATH MODEL_NAME`.")
-        return
-    out = stdout()
-    out.print(status_table(statuses))
-    out.print(f"server: {live or 'none found (start one with nexus serve, or pass --server)'}")
-    for s in statuses:
-        for problem in s.drift:
-            out.print(f"[bold red]drift[/] {s.model_name}: {problem}")

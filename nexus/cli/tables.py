@@ -11,6 +11,7 @@ from nexus.cli.output import human_size, short_time, stderr, stdout
 from nexus.registry.metadata import META_FILE, HistoryEvent, ModelVersion
 
 if TYPE_CHECKING:
+    from nexus.release import FleetStatus
     from nexus.serving.model_config import ServingOptions
     from nexus.serving.publish import PublishResult
     from nexus.serving.status import ModelStatus
@@ -136,3 +137,52 @@ def status_table(statuses: list[ModelStatus]) -> Table:
             style="bold red" if s.drift else None,
         )
     return table
+
+
+#: How the fleet table and summary name a server that serves no release under the root.
+NO_RELEASE = "no release (hand-published or unknown)"
+
+
+def fleet_table(fleet: FleetStatus) -> Table:
+    """One row per server: READY or not, the release it serves, its READY versions, and how much drift."""
+    table = Table(box=None, header_style="bold")
+    for column in ("server", "state", "release", "models", "drift"):
+        table.add_column(column, no_wrap=column != "models")
+    for s in fleet.servers:
+        if not s.reachable:
+            table.add_row(s.server, "unreachable", "-", "-", "-", style="bold red")
+            continue
+        models = ", ".join(f"{name}:" + ",".join(f"v{v}" for v in versions) for name, versions in s.models.items())
+        table.add_row(
+            s.server,
+            "READY" if s.ready else "NOT READY",
+            s.release or NO_RELEASE,
+            models or "none",
+            str(len(s.drift)) if s.drift else "-",
+            style="bold red" if not s.ready else ("yellow" if s.drift or s.release is None else None),
+        )
+    return table
+
+
+def fleet_summary(fleet: FleetStatus) -> list[str]:
+    """Whether the servers agree on one release (and which), then what each one drifts from, in lines."""
+    total = len(fleet.servers)
+    if fleet.agreed is not None:
+        lines = [f"All {total} servers serve" if total > 1 else "The server serves"]
+        lines[0] += f" release {fleet.agreed}."
+    else:
+        groups = [
+            f"{f'release {release}' if release else NO_RELEASE} on {', '.join(urls)}"
+            for release, urls in fleet.by_release.items()
+        ]
+        down = [s.server for s in fleet.servers if not s.reachable]
+        if down:
+            groups.append(f"unreachable: {', '.join(down)}")
+        what = "a rollout in progress, or servers left behind" if len(fleet.by_release) > 1 else "not every server"
+        lines = [f"The servers do not agree on one release ({what}): " + "; ".join(groups) + "."]
+    for s in fleet.servers:
+        if not s.reachable:
+            lines.append(f"unreachable {s.server}: {s.error}")
+        lines.extend(f"drift {s.server} {problem}" for problem in s.drift)
+    lines.append(f"releases root: {fleet.root}")
+    return lines

@@ -35,6 +35,7 @@ from nexus.errors.control import (
 from nexus.errors.fleet import (
     DeployError,
     DeployRecordError,
+    FleetRepositoryError,
     ManifestInvalidError,
     ReleaseAmbiguousError,
     ReleaseEmptyError,
@@ -46,6 +47,7 @@ from nexus.errors.fleet import (
     ReleaseNotFoundError,
     ReleaseRootError,
     ReleaseSpecError,
+    ServerListError,
 )
 from nexus.errors.serving import (
     HotSwapError,
@@ -88,6 +90,7 @@ __all__ = [
     "DirtyTreeError",
     "DiskFullError",
     "EndpointUnreachableError",
+    "FleetRepositoryError",
     "GitError",
     "HotSwapError",
     "IntegrityError",
@@ -126,6 +129,7 @@ __all__ = [
     "RollbackError",
     "SampleError",
     "ServerAddressError",
+    "ServerListError",
     "ServingRecordError",
     "SignatureError",
     "SignatureMissingError",

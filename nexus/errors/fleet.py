@@ -101,6 +101,27 @@ class DeployRecordError(ReleaseError):
         )
 
 
+class ServerListError(ReleaseError, ValueError):
+    """A `--servers` file of `nexus status` that cannot be read, or holds no address or a bad one."""
+
+    def __init__(self, path: str, detail: str) -> None:
+        self.path, self.detail = path, detail
+        super().__init__(
+            f"--servers {path}: {detail}; write one Triton address per line (HOST:PORT or http(s)://HOST:PORT), "
+            "`#` starts a comment"
+        )
+
+
+class FleetRepositoryError(ReleaseError, ValueError):
+    """`nexus status` given a repository and several servers: a fleet is compared with releases instead."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "--repository compares one server with a repository, and a fleet is compared with the releases under "
+            "--root; drop --repository, or give one --server"
+        )
+
+
 # --- deployments ----------------------------------------------------------------------------
 
 

@@ -22,7 +22,7 @@ class TritonError(NexusError):
 
 class TritonUnreachableError(TritonError, ConnectionError):
     def __init__(self, url: str, detail: str) -> None:
-        self.url = url
+        self.url, self.detail = url, detail
         super().__init__(f"cannot reach Triton at {url} ({detail}); start it with `nexus serve` or pass --server")
 
 

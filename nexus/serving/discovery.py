@@ -109,6 +109,14 @@ def api_key(project: Project) -> str:
     return key
 
 
+def existing_api_key(project: Project) -> str | None:
+    """The key as :func:`api_key` finds it, without making one: None when there is none yet."""
+    if key := os.environ.get("NEXUS_API_KEY"):
+        return key
+    path = project.root / ".nexus" / API_KEY_FILE
+    return path.read_text(encoding="utf-8").strip() if path.is_file() else None
+
+
 def restricted_api_args(key: str) -> list[str]:
     """tritonserver flags that refuse model-repository calls (HTTP and gRPC) without the key."""
     return [
