@@ -18,7 +18,8 @@ if TYPE_CHECKING:
 
 app = typer.Typer(
     name="deploy",
-    help="Render a release as Kubernetes objects in a folder to commit and apply.",
+    help="Render a release as Kubernetes objects in a folder to commit and apply.\n\n"
+    "Example: nexus deploy k8s latest --namespace ml",
     no_args_is_help=True,
     rich_markup_mode=None,
 )

@@ -18,7 +18,8 @@ if TYPE_CHECKING:
 
 app = typer.Typer(
     name="release",
-    help="Immutable releases: complete Triton repositories under prefixes that are never rewritten.",
+    help="Immutable releases: complete Triton repositories under prefixes that are never rewritten.\n\n"
+    "Example: nexus release create --root s3://ml-models/releases",
     no_args_is_help=True,
     rich_markup_mode=None,
 )
