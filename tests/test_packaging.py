@@ -84,3 +84,19 @@ def test_the_installed_cli_answers_help_version_and_publishes(installed: Path, t
     assert published.returncode == 0, published.stderr
     served = repo.root / ".nexus" / "model_repository" / "m" / "1" / "model.py"
     assert served.read_text() == (ROOT / "model_repository_templates" / "python_backend" / "model.py").read_text()
+
+
+def test_the_wheel_carries_the_crds_nexus_deploy_validates_against(installed: Path, tmp_path: Path) -> None:
+    python = installed / "bin" / "python"
+    code = (
+        "from nexus.deploy.schemas import CRD_FILES, FOLDER; from nexus.shipped import shipped; "
+        "from nexus.deploy.validate import load_crds; "
+        "paths = [shipped(f'{FOLDER}/{n}') for n in sorted(set(CRD_FILES.values()))]; "
+        "print(all(str(p).startswith(__import__('nexus').__path__[0]) for p in paths)); "
+        "print(sorted(k for _, k in load_crds(paths)))"
+    )
+    out = subprocess.run(
+        [str(python), "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    assert out[0] == "True", "the CRDs must come from the wheel, not the source tree"
+    assert out[1] == "['InferenceService', 'PodMonitor', 'PrometheusRule', 'ServiceMonitor']"
