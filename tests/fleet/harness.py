@@ -107,8 +107,10 @@ class MetricSampler:
         self.samples: list[Sample] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
+        self.started = time.monotonic()
 
     def __enter__(self) -> MetricSampler:
+        self.started = time.monotonic()
         self._thread.start()
         return self
 
@@ -117,7 +119,7 @@ class MetricSampler:
         self._thread.join(timeout=self.window + 10)
 
     def _run(self) -> None:
-        started = time.monotonic()
+        started = self.started
         before = {pod: scrape(pod) for pod in self.fleet.pods}
         while not self._stop.wait(self.window):
             after = {pod: scrape(pod) for pod in self.fleet.pods}
