@@ -270,9 +270,10 @@ def render(r: dict[str, Any]) -> str:
         "",
         f"The metric peaked at {peak:.0f} µs per request under load and fell to 0 once idle. "
         + (
-            f"That is below the rendered target: the HPA would keep {scaled} replicas for this load (it scales "
-            "when the queue time per request passes the target, not on request rate)."
-            if scaled <= replicas
+            f"That is below the rendered target: for this load the HPA would ask for {scaled} replicas, the "
+            "minimum (it scales on queue time per request, not on request rate; a scale-down waits out its "
+            "300 s stabilization window)."
+            if scaled < replicas
             else f"The HPA would have asked for up to {scaled} replicas."
         ),
         "",
