@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint typecheck unit bench bench-batching bench-tune gpu-bundle reliability clean
+.PHONY: setup demo test lint typecheck unit bench bench-batching bench-tune gpu-bundle reliability fleet clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +56,9 @@ reliability: setup  ## the chaos suite, long (CHAOS_ITERATIONS=50 per scenario, 
 		$(VENV)/bin/pytest tests/chaos -m chaos --timeout 7200 -p no:cacheprovider $(CHAOS_ARGS); status=$$?; \
 	$(CHAOS_ENV) CHAOS_ARGS="$(CHAOS_ARGS)" \
 		$(PY) tests/chaos/report.py $(CHAOS_RECORD) docs/reliability.md && exit $$status
+
+fleet: setup  ## the local fleet's long run, about 6 min: 3 Tritons with the rendered Deployment's args, rollouts there and back, a broken release, the no-preStop controls, the autoscaling metric; writes docs/scale-out.md (FLEET_ARGS="--replicas 2 --out /tmp/scale-out.md" for a short run)
+	$(PY) tests/fleet/report.py $(FLEET_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
