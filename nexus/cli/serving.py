@@ -256,10 +256,13 @@ def status(server: ServerOpt = None, repository: RepositoryOpt = None, as_json: 
 
     Example: nexus status --server localhost:8000 --json
     """
+    from nexus.registry.merge_driver import missing_hint
     from nexus.serving.discovery import find_server
     from nexus.serving.status import model_status
 
     p = project()
+    if (hint := missing_hint(p.root)) is not None:
+        stderr().print(f"[yellow]Note:[/] {escape(hint)}")
     live = server or find_server(p)
     statuses = model_status(p, live, repository)
     if as_json:
