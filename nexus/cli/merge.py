@@ -32,17 +32,19 @@ def merge_meta(
 ) -> None:
     """Merge two sides' .nexus_meta.json by the merge driver's rules; print the result (or write it).
 
-    Every version of either side is kept once; a number already taken on ours moves to the next free one
-    (recorded in the history). A conflict (both sides rolled the same model back to different versions)
-    is reported and nothing is written, until --resolve MODEL=ours|theirs decides it.
+    Every version of either side is kept once; a number ours already uses moves to the next free one
+    (recorded in the history). A conflict (both sides rolled a model back to different versions) is
+    reported and nothing is written, until --resolve MODEL=ours|theirs decides it.
 
-    A conflict git already checked out, from the repository root:
+    From the repository root: a conflict git already checked out, then the same in CI (a branch against main):
 
+    \b
       nexus merge-meta :2:.nexus_meta.json :3:.nexus_meta.json --base :1:.nexus_meta.json -o .nexus_meta.json
       git add .nexus_meta.json
+      nexus merge-meta main:.nexus_meta.json HEAD:.nexus_meta.json \\
+        --base "$(git merge-base main HEAD):.nexus_meta.json"
 
-    In CI, branch against main: nexus merge-meta main:.nexus_meta.json HEAD:.nexus_meta.json
-    --base $(git merge-base main HEAD):.nexus_meta.json
+    Example: nexus merge-meta :2:.nexus_meta.json :3:.nexus_meta.json --base :1:.nexus_meta.json -o .nexus_meta.json
     """
     cwd = Path(state.repo or Path.cwd())
     if in_place and output is not None:

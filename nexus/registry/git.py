@@ -120,7 +120,7 @@ def config_set(root: Path, key: str, value: str) -> None:
     """Set ``key`` in the repository's own config (`.git/config`)."""
     result = _git(root, "config", "--local", key, value)
     if result.returncode != 0:
-        raise GitError(f"`git config {key}` failed: {result.stderr.strip()}; check the repository's .git/config")
+        raise GitError(f"`git config {key}` failed: {result.stderr.strip()}; check that .git/config is writable")
 
 
 def attribute(root: Path, name: str, path: str) -> str | None:
