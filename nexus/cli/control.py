@@ -69,8 +69,9 @@ def init_cmd(
     installed = install_merge_driver(git.find_root(root))
     if installed.attributes_changed:
         written.append(installed.attributes.name)
-    if installed.attributes_changed or installed.config_changed:
-        out.print(f"Installed the .nexus_meta.json merge driver ({installed.attributes.name} and .git/config)")
+    changed = [installed.attributes.name] * installed.attributes_changed + ["git config"] * installed.config_changed
+    if changed:
+        out.print(f"Installed the .nexus_meta.json merge driver ({' and '.join(changed)})")
     else:
         out.print("The .nexus_meta.json merge driver is already installed in this clone.")
     if written:
