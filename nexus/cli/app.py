@@ -1,6 +1,7 @@
 """The `nexus` command line: the Typer app, its global options, and where each command lives.
 
-Control plane (`nexus.cli.control`): init, store, signature, load, list, rollback, history.
+Control plane (`nexus.cli.control`): init, store, signature, load, list, rollback, history;
+`nexus.cli.merge`: merge-meta and the hidden merge-driver git runs.
 Data plane (`nexus.cli.serving`): publish, serve, predict; `nexus.cli.status`: status; `nexus.cli.loadtest`: loadtest;
 `nexus.cli.tune`: tune;
 `nexus.cli.release`: the `nexus release` group (create, list, show, verify, prune);
@@ -17,7 +18,7 @@ from typing import Annotated
 import typer
 
 from nexus import __version__
-from nexus.cli import control, deploy, loadtest, quickstart, release, serving, status, tune
+from nexus.cli import control, deploy, loadtest, merge, quickstart, release, serving, status, tune
 from nexus.cli.context import state
 from nexus.cli.output import stdout
 
@@ -58,6 +59,8 @@ app.command()(control.load)
 app.command("list")(control.list_cmd)
 app.command()(control.rollback)
 app.command()(control.history)
+app.command("merge-meta")(merge.merge_meta)
+app.command("merge-driver", hidden=True)(merge.merge_driver)
 app.command()(serving.publish)
 app.command()(serving.serve)
 app.command()(serving.predict)

@@ -26,7 +26,9 @@ from nexus.cli.options import (
 )
 from nexus.cli.output import human_size, stderr, stdout, transfer_progress
 from nexus.cli.tables import history_table, next_step, versions_table
-from nexus.registry import init
+from nexus.registry import git, init
+from nexus.registry.merge_driver import install as install_merge_driver
+from nexus.registry.merge_driver import missing_hint
 from nexus.registry.metadata import parse_time_option
 from nexus.registry.samples import load_samples
 from nexus.registry.signature import describe
@@ -45,15 +47,35 @@ def init_cmd(
         str, typer.Option(help="Where `nexus publish` writes the Triton model repository (folder or URI).")
     ] = PublishSettings.repository,
     force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite an existing .nexusrc.")] = False,
+    merge_driver: Annotated[
+        bool,
+        typer.Option(
+            "--merge-driver", help="Only install the .nexus_meta.json merge driver in this clone (idempotent)."
+        ),
+    ] = False,
 ) -> None:
-    """Write .nexusrc (storage settings, never credentials) at the repository root.
+    """Write .nexusrc (storage settings, never credentials) at the repository root, and install the
+    .nexus_meta.json merge driver (.gitattributes and this clone's git config).
 
     Example: nexus init --storage s3://ml-models/nexus --endpoint-url http://127.0.0.1:9000
     """
-    settings = StorageSettings(uri=storage, endpoint_url=endpoint_url, region=region)
-    path = init(Path(state.repo or Path.cwd()), settings, PublishSettings(repository), force=force)
-    stdout().print(f"Wrote {path} (storage: {storage})")
-    stdout().print(f"Next: git add {path.name} && git commit -m 'nexus: configure storage'")
+    root = Path(state.repo or Path.cwd())
+    out, written = stdout(), []
+    if not merge_driver:
+        settings = StorageSettings(uri=storage, endpoint_url=endpoint_url, region=region)
+        path = init(root, settings, PublishSettings(repository), force=force)
+        out.print(f"Wrote {path} (storage: {storage})")
+        written.append(path.name)
+    installed = install_merge_driver(git.find_root(root))
+    if installed.attributes_changed:
+        written.append(installed.attributes.name)
+    changed = [installed.attributes.name] * installed.attributes_changed + ["git config"] * installed.config_changed
+    if changed:
+        out.print(f"Installed the .nexus_meta.json merge driver ({' and '.join(changed)})")
+    else:
+        out.print("The .nexus_meta.json merge driver is already installed in this clone.")
+    if written:
+        out.print(f"Next: git add {' '.join(written)} && git commit -m 'nexus: configure storage and merges'")
 
 
 @handles_errors
@@ -164,7 +186,10 @@ def list_cmd(model_name: OptionalModelArg = None, as_json: JsonOpt = False) -> N
 
     Example: nexus list prod_model --json
     """
-    versions = project().versions(model_name)
+    p = project()
+    versions = p.versions(model_name)
+    if (hint := missing_hint(p.root)) is not None:
+        stderr().print(f"[yellow]Note:[/] {escape(hint)}")
     if as_json:
         typer.echo(json.dumps([asdict(v) for v in versions], indent=2))
     elif not versions:

@@ -12,7 +12,7 @@ from rich.markup import escape
 
 from nexus.cli.context import handles_errors, project
 from nexus.cli.options import JsonOpt, RepositoryOpt
-from nexus.cli.output import stdout
+from nexus.cli.output import stderr, stdout
 from nexus.cli.tables import fleet_summary, fleet_table, status_table
 
 if TYPE_CHECKING:
@@ -46,10 +46,13 @@ def status(
 
     Example: nexus status --server localhost:8000 --json
     """
+    from nexus.registry.merge_driver import missing_hint
     from nexus.serving.discovery import find_server
     from nexus.serving.status import model_status
 
     p = project()
+    if (hint := missing_hint(p.root)) is not None:
+        stderr().print(f"[yellow]Note:[/] {escape(hint)}")
     if servers is not None or len(server or []) > 1:
         _fleet_status(p, [*(server or []), *_listed(servers)], root, repository, as_json)
         return

@@ -171,19 +171,30 @@ class MergeConflictError(CorruptMetadataError):
     """`.nexus_meta.json` holds git's conflict markers: a merge, rebase or stash pop stopped on it.
 
     The advice works in the unmerged tree (a plain `git checkout -- FILE` refuses an unmerged path).
+    ``hint`` is one more clause, e.g. that this clone lacks the merge driver `.gitattributes` asks for.
     """
 
-    def __init__(self, path: Path, line: int) -> None:
+    def __init__(self, path: Path, line: int, hint: str | None = None) -> None:
         self.path = path
         self.line = line
         name = _git_path(path)
         MetadataError.__init__(
             self,
-            f"{path} has unresolved git merge-conflict markers (line {line}); keep one side with "
-            f"`git checkout --ours -- {name}` (or `--theirs`; the other side's versions are then no longer "
-            f"recorded) or edit the file to keep both, then `git add {name}` and finish with `git commit` "
-            "(or `git rebase --continue`); `git merge --abort` undoes the merge instead",
+            f"{path} has unresolved git merge-conflict markers (line {line}); merge both sides with "
+            f"`nexus merge-meta :2:.nexus_meta.json :3:.nexus_meta.json --base :1:.nexus_meta.json -o {name}`, "
+            f"or keep one side with `git checkout --ours -- {name}` (or `--theirs`; the other side's versions "
+            f"are then no longer recorded); then `git add {name}` and finish with `git commit` "
+            "(or `git rebase --continue`); `git merge --abort` undoes the merge instead"
+            + (f"; {hint}" if hint else ""),
         )
+
+
+class MetaMergeConflictError(MetadataError):
+    """Merging two sides' metadata needs a decision the merge does not guess (see :mod:`nexus.registry.merge`)."""
+
+    def __init__(self, conflicts: Sequence[str], how: str) -> None:
+        self.conflicts = list(conflicts)
+        super().__init__(f"cannot merge .nexus_meta.json without a decision: {'; '.join(conflicts)}; {how}")
 
 
 def _git_path(path: Path) -> str:

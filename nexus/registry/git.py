@@ -108,3 +108,32 @@ def commit_paths(root: Path, paths: Sequence[str], message: str) -> str:
                 f"`git {args[0]}` failed: {detail[-1] if detail else 'no output'}; commit .nexus_meta.json by hand"
             )
     return head_commit(root)
+
+
+def config_get(root: Path, key: str) -> str | None:
+    """The repository's value of git config ``key`` (any scope git reads), or None."""
+    result = _git(root, "config", "--get", key)
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def config_set(root: Path, key: str, value: str) -> None:
+    """Set ``key`` in the repository's own config (`.git/config`)."""
+    result = _git(root, "config", "--local", key, value)
+    if result.returncode != 0:
+        raise GitError(f"`git config {key}` failed: {result.stderr.strip()}; check that .git/config is writable")
+
+
+def attribute(root: Path, name: str, path: str) -> str | None:
+    """The git attribute ``name`` of ``path`` (relative to ``root``) as `.gitattributes` set it, or None."""
+    result = _git(root, "check-attr", name, "--", path)
+    value = result.stdout.strip().rsplit(": ", 1)[-1] if result.returncode == 0 else ""
+    return None if value in ("", "unspecified") else value
+
+
+def show(cwd: Path, spec: str) -> str:
+    """`git show SPEC`'s text: a file at a revision (`main:.nexus_meta.json`) or a merge stage (`:2:FILE`)."""
+    result = _git(cwd, "show", spec)
+    if result.returncode != 0:
+        detail = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        raise GitError(f"`git show {spec}` failed: {detail}; name a file, REV:PATH or a merge stage like :2:PATH")
+    return result.stdout

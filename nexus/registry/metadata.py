@@ -14,15 +14,19 @@ Layout::
              "dirty": false, "signature": null},
             ...
           ],
-          "history": [                       # append-only: which version was latest, from when
+          "history": [                       # which version was latest, from when (time order)
             {"action": "store", "at": "...", "by": "...", "from_version": null, "to_version": 1},
-            {"action": "rollback", "at": "...", "by": "...", "from_version": 2, "to_version": 1}
+            {"action": "rollback", "at": "...", "by": "...", "from_version": 2, "to_version": 1},
+            {"action": "renumber", ..., "from_version": 2, "to_version": 3},  # a merge moved v2 to v3
+            {"action": "merge", ..., "from_version": 1, "to_version": 3}      # latest before, after it
           ]
         }
       }
     }
 
-Exactly one version per model has ``is_latest``. Updates happen under a lock (in the repository's
+Exactly one version per model has ``is_latest``. A branch merge (:mod:`nexus.registry.merge`) may
+give a version another number; the renumber entry keeps the old one, and commit and sha256 say which
+artifact each number means. Updates happen under a lock (in the repository's
 `.git` folder, so it never shows in `git status`) and replace the file atomically.
 """
 
@@ -134,7 +138,8 @@ class ModelRecord:
         for event in self.history:
             if parse_time(event.at) > when:
                 break
-            current = event.to_version
+            if event.action != "renumber":  # a merge's note that a version's number changed, not a promotion
+                current = event.to_version
         return current
 
 
@@ -254,7 +259,15 @@ class MetadataFile:
             return Metadata()
         except UnicodeDecodeError as e:
             raise CorruptMetadataError(self.path, "not UTF-8 text") from e
-        return Metadata.from_json(text, self.path)
+        try:
+            return Metadata.from_json(text, self.path)
+        except MergeConflictError as e:
+            from nexus.registry.merge_driver import missing_hint  # it imports this module
+
+            hint = missing_hint(self.path.parent)
+            if hint is None:
+                raise
+            raise MergeConflictError(e.path, e.line, hint) from None
 
     @contextmanager
     def locked(self, timeout: float = LOCK_TIMEOUT_S) -> Iterator[None]:
