@@ -190,6 +190,8 @@ def serve(
 def _print_synced(synced: SyncResult) -> None:
     for r in synced.published:
         stdout().print(f"Published {r.model_name} v{r.version.version} (commit {r.version.short_commit})")
+        if r.replaced is not None:
+            stdout().print(f"  Replaced the repository's {r.replaced.replaced()}", highlight=False)
     for name, reason in synced.skipped:
         stderr().print(f"[yellow]Skipped[/] {name}: {escape(reason)}")
 

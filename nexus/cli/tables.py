@@ -87,6 +87,9 @@ def print_published(result: PublishResult, options: ServingOptions, source: str 
         out.print(f"Published {model} v{v.version} and switched {result.server} to it (commit {v.short_commit}).")
     else:
         out.print(f"Published {model} v{v.version} (commit {v.short_commit}, {v.format}) to {result.repository}")
+    if result.replaced is not None:
+        verb = "Replaced" if result.written else "Would replace"
+        out.print(f"  {verb} the repository's {result.replaced.replaced()}", highlight=False)
     if result.written:
         suffix = f" ({source})" if source else ""
         out.print(f"  serving: {serving_summary(options, v)}{suffix}", highlight=False)

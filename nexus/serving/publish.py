@@ -15,6 +15,7 @@ from nexus.errors import PublishError, SignatureMissingError
 from nexus.registry import Project
 from nexus.registry.metadata import EXTENSIONS, ModelVersion
 from nexus.registry.signature import check_signature, signature_command
+from nexus.serving.drift import REPOSITORY, StaleNumber, stale_number
 from nexus.serving.model_config import ServingOptions, config_to_text, parse_config, render_config
 from nexus.serving.repository import CONFIG, MODEL_PY, ModelRepository
 from nexus.serving.tuned import recorded_options
@@ -29,6 +30,7 @@ __all__ = [
     "publish",
     "render_version",
     "resolve_signature",
+    "stale_in",
 ]
 
 
@@ -61,6 +63,9 @@ class PublishResult:
     written: bool
     #: The server switched to the version (a hot swap), if one was given.
     server: str | None = None
+    #: What the repository served under this version's number before, when it was another artifact
+    #: (a number a branch merge renumbered): it is replaced (:mod:`nexus.serving.drift`).
+    replaced: StaleNumber | None = None
 
 
 def resolve_signature(version: ModelVersion, signature: Signature | None, artifact: Path | None = None) -> Signature:
@@ -122,6 +127,7 @@ def render_version(
     Without ``options``, the ones recorded for the model (`.nexus_serving.json`), else the defaults.
     """
     r = prepare_version(project, v, options, signature)
+    replaced = stale_in(project, repo, v)
     if not dry_run:
         repo.write_version(
             v.model_name,
@@ -132,7 +138,17 @@ def render_version(
             r.config_text,
         )
     files = repo.version_keys(v.model_name, v.version, r.artifact_name)
-    return PublishResult(v.model_name, v, repo.location, repo.triton_path, r.config_text, files, written=not dry_run)
+    return PublishResult(
+        v.model_name, v, repo.location, repo.triton_path, r.config_text, files, written=not dry_run, replaced=replaced
+    )
+
+
+def stale_in(project: Project, repo: ModelRepository, v: ModelVersion) -> StaleNumber | None:
+    """What ``repo`` publishes as ``v``'s number when that is another artifact than ``v``; else None."""
+    published = repo.read_published(v.model_name)
+    if published is None or published.version != v.version:
+        return None
+    return stale_number(project.read_metadata().models[v.model_name], REPOSITORY, published.served)
 
 
 def prepare_version(

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 
 from nexus.atomic import atomic_write_text, disk_full_as_error, is_disk_full
 from nexus.errors import ObjectMissingError, PublishError, ReleaseImmutableError
+from nexus.serving.drift import Served
 from nexus.serving.model_config import ServingOptions, parse_config, read_serving
 from nexus.settings import StorageSettings
 from nexus.shipped import shipped
@@ -58,6 +59,8 @@ class Published:
     version: int | None
     options: ServingOptions
     signature: Signature
+    #: The artifact (commit, sha256) the config records serving as :attr:`version` (None: it records none).
+    served: Served | None = None
 
 
 @dataclass(frozen=True)
@@ -138,7 +141,9 @@ class ModelRepository:
             return None
         config = parse_config(text)
         options, signature = read_serving(config)
-        return Published(next(iter(config.version_policy.specific.versions), None), options, signature)
+        version = next(iter(config.version_policy.specific.versions), None)
+        parameters = {key: value.string_value for key, value in config.parameters.items()}
+        return Published(version, options, signature, Served.from_parameters(version, parameters))
 
     # -- writing -----------------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ from nexus.errors import PortClashError, PortInUseError, SignatureError
 from nexus.registry import Project
 from nexus.serving.admin import IndexEntry, TritonAdmin
 from nexus.serving.discovery import api_key, restricted_api_args, server_file, write_server_file
+from nexus.serving.drift import REPOSITORY, stale_number
 from nexus.serving.publish import PublishResult, render_version
 from nexus.serving.repository import ModelRepository
 from nexus.serving.server import TritonServer
@@ -43,12 +44,17 @@ class SyncResult:
 
 
 def sync_latest(project: Project, repository: ModelRepository) -> SyncResult:
-    """Publish every model's latest version that the repository does not serve yet."""
+    """Publish every model's latest version that the repository does not serve yet.
+
+    A repository that serves the latest version's number as another artifact (a number a branch merge
+    renumbered, :mod:`nexus.serving.drift`) does not serve it: the version is written again.
+    """
     result = SyncResult()
     for name, record in sorted(project.read_metadata().models.items()):
         latest = record.current()
         published = repository.read_published(name)
-        if published is not None and published.version == latest.version:
+        stale = published is not None and stale_number(record, REPOSITORY, published.served) is not None
+        if published is not None and published.version == latest.version and not stale:
             result.up_to_date.append(name)
             continue
         try:

@@ -1,17 +1,20 @@
 """`nexus status`: what git says is latest, what the repository publishes, what Triton serves.
 
-Any disagreement between the three is drift, and is reported model by model.
+Any disagreement between the three is drift, and is reported model by model: another version number,
+or the right number for another artifact (a stale number, left by a branch merge that renumbered a
+version: :mod:`nexus.serving.drift`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from nexus.errors import TritonError
 from nexus.registry import Project
 from nexus.serving.admin import ModelCounters, TritonAdmin
 from nexus.serving.discovery import find_triton_pid
+from nexus.serving.drift import REPOSITORY, SERVER, Served, stale_number
 from nexus.serving.repository import ModelRepository
 from nexus.serving.supervisor import dead_stubs
 
@@ -34,6 +37,8 @@ class ModelStatus:
     failed: int | None = None
     #: Model instances whose Python-backend stub is not running (None: the server is not local).
     dead_stubs: list[str] | None = None
+    #: The published or loaded version numbers that serve another artifact than the metadata's, in words.
+    stale: list[str] = field(default_factory=list)
 
     @property
     def drift(self) -> list[str]:
@@ -44,6 +49,7 @@ class ModelStatus:
         if self.live is not None and self.live != [self.latest]:
             live = ", ".join(f"v{v}" for v in self.live) or "nothing"
             problems.append(f"server runs {live}, metadata says v{self.latest}")
+        problems += self.stale
         if self.dead_stubs:
             problems.append(
                 f"backend stub of {', '.join(self.dead_stubs)} is not running: the requests Triton sends to it fail "
@@ -78,16 +84,22 @@ def model_status(
         averages: tuple[float | None, float | None, float | None] = (None, None, None)
         failed: int | None = None
         dead: list[str] | None = None
+        published = repo.read_published(name)
+        stale = [stale_number(record, REPOSITORY, published.served if published else None)]
         if admin is not None:
             live = admin.ready_versions(name)
+            if live:
+                stale.append(stale_number(record, SERVER, Served.from_triton(admin.model_config(name))))
             if admin.model_versions(name) is not None:
                 counters = admin.stats(name)
                 averages, failed = _averages(counters), counters.failure
                 if triton_pid is not None and live:
                     dead = dead_stubs(admin, name, triton_pid)
-        published = repo.read_published(name)
         version = published.version if published else None
-        statuses.append(ModelStatus(name, latest.version, latest.commit_hash, version, live, *averages, failed, dead))
+        problems = [s.describe() for s in stale if s is not None]
+        statuses.append(
+            ModelStatus(name, latest.version, latest.commit_hash, version, live, *averages, failed, dead, problems)
+        )
     if admin is not None and statuses and all(s.live == [] for s in statuses) and not admin.is_live():
         raise TritonError(f"Triton at {admin.url} is not live; start it with `nexus serve`")
     return statuses
