@@ -216,7 +216,10 @@ def test_against_triton_every_answer_is_good_and_triton_counts_them(tmp_path: Pa
         inputs, outputs, output_bytes = request_tensors(admin.model_metadata("m"), admin.model_config("m"), 2)
         assert output_bytes == 2 * 3 * 4  # two samples of three float32
         tensors = {"inputs": inputs, "outputs": outputs}
-        s = settings(server.http_port, rate=100, duration=2, warmup=0.5, output_bytes=output_bytes, **tensors)
+        # late: over 10 ms behind schedule (1 ms is what a loaded machine's scheduler does to the client alone)
+        s = settings(
+            server.http_port, rate=100, duration=2, warmup=0.5, output_bytes=output_bytes, late_ms=10, **tensors
+        )
         before = admin.stats("m")
         result = run_open_loop(s)
         triton = admin.stats("m") - before
