@@ -10,6 +10,7 @@ import typer
 
 from nexus.cli.context import handles_errors, project
 from nexus.cli.output import stdout
+from nexus.deploy.labels import DEFAULT_IMAGE, DEFAULT_NAME
 
 if TYPE_CHECKING:
     from nexus.deploy.kustomize import WrittenBase
@@ -80,9 +81,9 @@ def k8s(
         "deploy/k8s"
     ),
     root: RootOpt = None,
-    name: NameOpt = "nexus-triton",
+    name: NameOpt = DEFAULT_NAME,
     namespace: Annotated[str | None, typer.Option(help="Namespace set on every object.")] = None,
-    image: ImageOpt = "nexusml/triton:24.10",
+    image: ImageOpt = DEFAULT_IMAGE,
     replicas: Annotated[
         int | None, typer.Option(help="A fixed number of pods, and no autoscaler. [default: autoscaled]")
     ] = None,
@@ -167,9 +168,9 @@ def kserve(
         "deploy/kserve"
     ),
     root: RootOpt = None,
-    name: NameOpt = "nexus-triton",
+    name: NameOpt = DEFAULT_NAME,
     mode: Annotated[str, typer.Option(help="Standard (plain Deployments, the default) or Knative.")] = "Standard",
-    image: ImageOpt = "nexusml/triton:24.10",
+    image: ImageOpt = DEFAULT_IMAGE,
     min_replicas: MinOpt = 2,
     max_replicas: MaxOpt = 8,
     gpus: GpusOpt = None,

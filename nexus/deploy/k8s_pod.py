@@ -15,7 +15,7 @@ from typing import Any
 
 from nexus.deploy import sizing
 from nexus.deploy.k8s_settings import TRITON_UID, K8sSettings
-from nexus.deploy.labels import PORTS, RELEASE_LABEL
+from nexus.deploy.labels import PORTS, RELEASE_LABEL, http_probe
 from nexus.deploy.triton_args import API_KEY_ENV, release_repository, triton_args
 from nexus.errors import DeployError
 from nexus.release import Release
@@ -34,12 +34,7 @@ def _secret_env(name: str, secret: str, key: str) -> dict[str, Any]:
 
 
 def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
-    return {
-        "httpGet": {"path": path, "port": "http"},
-        "periodSeconds": period,
-        "timeoutSeconds": 2,
-        "failureThreshold": failures,
-    }
+    return http_probe(path, "http", period, failures, timeout=2)
 
 
 def pod_sizes(release: Release, settings: K8sSettings) -> dict[str, Any]:

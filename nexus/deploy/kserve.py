@@ -29,7 +29,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from nexus.deploy import sizing
-from nexus.deploy.labels import DEFAULT_IMAGE, DEFAULT_NAME, metadata, pod_labels
+from nexus.deploy.labels import DEFAULT_IMAGE, DEFAULT_NAME, http_probe, metadata, pod_labels
 from nexus.errors import DeployError
 from nexus.release.manifest import Release
 from nexus.serving.admin import LIVE_PATH, READY_PATH
@@ -125,12 +125,7 @@ def _gpus(release: Release, settings: KServeSettings) -> int:
 
 
 def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
-    return {
-        "httpGet": {"path": path, "port": RUNTIME_HTTP_PORT},
-        "periodSeconds": period,
-        "timeoutSeconds": 3,
-        "failureThreshold": failures,
-    }
+    return http_probe(path, RUNTIME_HTTP_PORT, period, failures, timeout=3)
 
 
 def _model(release: Release, settings: KServeSettings) -> dict[str, Any]:

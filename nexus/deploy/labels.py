@@ -6,6 +6,8 @@ Every object is labelled :func:`object_labels`; pod templates also get the relea
 
 from __future__ import annotations
 
+from typing import Any
+
 #: The app name when none is given (`--name`).
 DEFAULT_NAME = "nexus-triton"
 #: The image `docker compose build` makes from triton/Dockerfile (Triton 2.51 with torch for the Python
@@ -19,6 +21,16 @@ RELEASE_LABEL = "nexusml.io/release"
 #: Triton's container ports, by the names the Deployment, the Service and the monitors use.
 HTTP_PORT, GRPC_PORT, METRICS_PORT = 8000, 8001, 8002
 PORTS = {"http": HTTP_PORT, "grpc": GRPC_PORT, "metrics": METRICS_PORT}
+
+
+def http_probe(path: str, port: int | str, period: int, failures: int, timeout: int) -> dict[str, Any]:
+    """A probe that GETs ``path`` on ``port`` (a number, or a container port's name)."""
+    return {
+        "httpGet": {"path": path, "port": port},
+        "periodSeconds": period,
+        "timeoutSeconds": timeout,
+        "failureThreshold": failures,
+    }
 
 
 def selector(name: str) -> dict[str, str]:
