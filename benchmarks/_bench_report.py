@@ -28,6 +28,14 @@ class Row:
     cpu: CpuUse
     #: Time inside `model.py`, with ``--profile``.
     profile: ExecuteTotals | None = None
+    #: Every round's req/s when the row was measured in interleaved rounds (``--rounds``); the row is the median's.
+    rounds: tuple[float, ...] = ()
+
+    @property
+    def throughput_text(self) -> str:
+        if len(self.rounds) < 2:
+            return f"{self.throughput:,.0f}"
+        return f"{self.throughput:,.0f} ({min(self.rounds):,.0f}-{max(self.rounds):,.0f})"
 
     def summary(self) -> str:
         s, c = self.stats, self.cpu
@@ -67,7 +75,7 @@ def _table(model: str, rows: list[Row], in_proc: dict[int, float]) -> list[str]:
     ]
     for r in rows:
         lines.append(
-            f"| {label(r.config)} | {r.concurrency} | {r.throughput:,.0f} | {r.p50:.2f} | {r.p95:.2f} "
+            f"| {label(r.config)} | {r.concurrency} | {r.throughput_text} | {r.p50:.2f} | {r.p95:.2f} "
             f"| {r.p99:.2f} | {r.avg_batch:.1f} | {r.throughput / limit:.0%} |"
         )
     lines += [

@@ -189,6 +189,31 @@ def measure_quietly(
     return row
 
 
+def measure_rounds(
+    server: TritonServer,
+    reference: Reference,
+    configs: list[str],
+    concurrencies: list[int],
+    rounds: int,
+    warmup: float,
+    seconds: float,
+    max_other: float,
+) -> list[Row]:
+    """The rows near saturation, where configs differ by less than the machine's drift: every config in turn,
+    ``rounds`` times over, so each round compares them within minutes; each row is its median round."""
+    runs: dict[tuple[str, int], list[Row]] = {}
+    for _ in range(rounds):
+        for concurrency in concurrencies:
+            for config in configs:
+                row = measure_quietly(server, reference, config, concurrency, warmup, seconds, max_other)
+                runs.setdefault((config, concurrency), []).append(row)
+    kept = []
+    for rows in runs.values():
+        ranked = sorted(rows, key=lambda r: r.throughput)
+        kept.append(replace(ranked[len(ranked) // 2], rounds=tuple(r.throughput for r in rows)))
+    return kept
+
+
 def measure(
     server: TritonServer, reference: Reference, config: str, concurrency: int, warmup: float, seconds: float
 ) -> Row:
@@ -239,7 +264,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--open-seconds", type=float, help="measured window per open-loop row (default 5, quick 2)")
     parser.add_argument("--warmup", type=float, help="warm-up per row (default 2, open loop 1; quick 0.5)")
     parser.add_argument("--models", nargs="+", choices=list(MODELS), help="default: mlp cnn (quick: mlp)")
-    parser.add_argument("--concurrency", nargs="+", type=int, help="default: 1 8 32 64 (quick: 1 32)")
+    parser.add_argument("--concurrency", nargs="+", type=int, help="default: 1 8 32 64 128 (quick: 1 32)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        help="measure the two highest concurrencies this many times, configs interleaved, and keep each median "
+        "(default 3, quick 1)",
+    )
     shares = f"default {' '.join(map(str, FRACTIONS))}; quick {' '.join(map(str, QUICK_FRACTIONS))}"
     parser.add_argument("--fractions", nargs="+", type=float, help=f"open-loop rates as shares of capacity ({shares})")
     parser.add_argument("--no-open", action="store_true", help="closed loop only (no open-loop or priority rows)")
@@ -274,14 +305,19 @@ def run_model(
     results: Results,
 ) -> None:
     """Every row of one model: closed loop, then open loop at shares of the capacity, then priorities."""
-    concurrencies = args.concurrency or ([1, 32] if args.quick else [1, 8, 32, 64])
+    concurrencies = args.concurrency or ([1, 32] if args.quick else [1, 8, 32, 64, 128])
     seconds = args.seconds or (2.0 if args.quick else 6.0)
     warmup = args.warmup or (0.5 if args.quick else 2.0)
     max_other = args.max_other if args.max_other is not None else (1.0 if args.quick else 0.1)
+    rounds = args.rounds or (1 if args.quick else 3)
+    interleaved = sorted(concurrencies)[-2:] if rounds > 1 else []
     closed = []
     for config in measured:
         for concurrency in concurrencies:
-            closed.append(measure_quietly(server, reference, config, concurrency, warmup, seconds, max_other))
+            if concurrency not in interleaved:
+                closed.append(measure_quietly(server, reference, config, concurrency, warmup, seconds, max_other))
+    closed += measure_rounds(server, reference, list(measured), interleaved, rounds, warmup, seconds, max_other)
+    closed.sort(key=lambda r: (list(measured).index(r.config), r.concurrency))
     results.closed += closed
     if args.no_open:
         return
@@ -317,6 +353,7 @@ def main(argv: list[str] | None = None) -> None:
     warmup = args.warmup or (0.5 if args.quick else 2.0)
     seconds = args.seconds or (2.0 if args.quick else 6.0)
     inproc_seconds = 1.0 if args.quick else 6.0
+    rounds = args.rounds or (1 if args.quick else 3)
     tuned = read_tuned(args.tuned)
 
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
@@ -367,7 +404,13 @@ def main(argv: list[str] | None = None) -> None:
         "machine": machine() + (f", {torch.cuda.get_device_name()}" if device == "cuda" else ""),
         "torch": torch.__version__,
         "Triton": f"{triton_version} (the tritonserver in nvidia-pytriton {metadata.version('nvidia-pytriton')})",
-        "run": f"closed loop {warmup:g} s warm-up and {seconds:g} s measured per row; {instances_text} per config "
+        "run": f"closed loop {warmup:g} s warm-up and {seconds:g} s measured per row"
+        + (
+            f" (the two highest concurrencies: the median of {rounds} interleaved rounds, min-max beside it)"
+            if rounds > 1
+            else ""
+        )
+        + f"; {instances_text} per config "
         "(the baseline: one; tuned configs: their own), one torch thread each"
         + (f"; tuned configs from {args.tuned}" if args.tuned else "")
         + (f"; model.py from {args.backend}" if args.backend else "")

@@ -4,6 +4,7 @@ timing hook of its `--profile` mode on the backend `model.py` in-process."""
 from __future__ import annotations
 
 import importlib.util
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -46,7 +47,8 @@ def table_rows(markdown: str, header: tuple[str, ...] = ("config", "concurrency"
 @pytest.mark.slow
 def test_quick_bench_reports_every_config_and_concurrency_with_batches_formed(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, str(BENCH), "--quick", "--out", str(tmp_path)],
+        # two interleaved rounds (both concurrencies, the two highest) in shorter windows
+        [sys.executable, str(BENCH), "--quick", "--rounds", "2", "--seconds", "1.5", "--out", str(tmp_path)],
         capture_output=True,
         text=True,
         timeout=280,
@@ -59,6 +61,9 @@ def test_quick_bench_reports_every_config_and_concurrency_with_batches_formed(tm
     measured = {(r[0], int(r[1])): r for r in rows if r[1].isdigit()}
     assert set(measured) == {(c, n) for c in CONFIGS for n in QUICK_CONCURRENCY}, markdown
     assert [r[0] for r in rows if not r[1].isdigit()] == ["in-process forward (the limit)"]
+    for row in measured.values():  # the median round, and the rounds' range beside it
+        median, low, high = (float(x.replace(",", "")) for x in re.fullmatch(r"(\S+) \((\S+)-(\S+)\)", row[2]).groups())  # type: ignore[union-attr]
+        assert low <= median <= high, row
     for config in CONFIGS[2:]:
         avg_batch = float(measured[(config, 32)][6])
         assert avg_batch > 1, f"{config} at concurrency 32 executed batches of {avg_batch} on average"

@@ -131,9 +131,16 @@ def _print_result(result: TuneResult) -> None:
         f"({len(spread.rates)} measurements: min {spread.min:,.0f}, median {spread.median:,.0f}, "
         f"max {spread.max:,.0f})."
     )
+    others = [c for c in result.contenders if c.evaluation is not w]
+    if others:
+        out.print(
+            "Measured again beside it: "
+            + "; ".join(f"{c.evaluation.label}: median {c.spread.median:,.0f} req/s" for c in others)
+            + "."
+        )
     if result.runner_up is not None and result.runner_up_within_spread:
         out.print(
-            f"The runner-up, {result.runner_up.label} ({result.runner_up.served:,.0f} req/s), is within the winner's "
+            f"The runner-up, {result.runner_up.label} ({result.runner_up_rate:,.0f} req/s), is within the winner's "
             "spread: on this machine the two cannot be told apart."
         )
     out.print(

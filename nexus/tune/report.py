@@ -82,6 +82,8 @@ def _json(result: TuneResult) -> dict[str, Any]:
                        "max": result.spread.max},
             "runner_up": result.runner_up.label if result.runner_up else None,
             "runner_up_within_spread": result.runner_up_within_spread,
+            "contenders": [{"config": c.evaluation.label, "rates": list(c.spread.rates), "median": c.spread.median,
+                            "reruns": [_evaluation(e, target.ms) for e in c.reruns]} for c in result.contenders],
             "evaluations": [_evaluation(e, target.ms) for e in result.evaluations],
             "reruns": [_evaluation(e, target.ms) for e in result.reruns],
         }
@@ -123,8 +125,9 @@ def _write_csv(result: TuneResult, path: Path) -> None:
     rows: list[dict[str, Any]] = []
     for e in result.evaluations:
         rows += _rows(e, "capacity", e.bursts, result.target.ms) + _rows(e, "search", e.probes, result.target.ms)
-    for e in result.reruns:
-        rows += _rows(e, "rerun", e.probes, result.target.ms)
+    for c in result.contenders:
+        for e in c.reruns:
+            rows += _rows(e, "rerun", e.probes, result.target.ms)
     tmp = path.with_suffix(".csv.tmp")
     with open(tmp, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)

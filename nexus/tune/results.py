@@ -59,6 +59,23 @@ class Spread:
         return max(self.rates)
 
 
+@dataclass
+class Contender:
+    """A configuration that finished near the top of the search, measured again: its served rates in all."""
+
+    evaluation: Evaluation
+    reruns: list[Evaluation] = field(default_factory=list)
+
+    @property
+    def spread(self) -> Spread:
+        return Spread((self.evaluation.served, *(r.served for r in self.reruns)))
+
+
+def choose(contenders: list[Contender]) -> Contender:
+    """The contender with the highest median served rate; on a tie, the one listed first (the search's best)."""
+    return max(contenders, key=lambda c: c.spread.median)
+
+
 @dataclass(frozen=True)
 class Machine:
     cpu: str
@@ -75,9 +92,13 @@ class TuneResult:
 
     Attributes:
         evaluations: every configuration measured, in order (the first is the start: the defaults).
-        winner: the search's best; ``reruns`` its extra measurements, ``spread`` all of its served rates.
-        runner_up: the next best configuration; ``runner_up_within_spread`` when it served at least the
-            winner's lowest rate (the machine's noise cannot tell them apart).
+        winner: the contender with the highest median rate; ``reruns`` its extra measurements, ``spread`` all
+            of its served rates.
+        contenders: the search's best few, each measured again (the winner among them); the first is the
+            search's best.
+        runner_up: the next best configuration (by median among the contenders, else by the search);
+            ``runner_up_within_spread`` when it served at least the winner's lowest rate (the machine's noise
+            cannot tell them apart).
         stopped: why the search ended: converged, exhausted or budget.
         record: `.nexus_serving.json`, when the winner was recorded there.
         applied: the server the winner was switched into (`--apply`).
@@ -99,10 +120,19 @@ class TuneResult:
     files: list[Path] = field(default_factory=list)
     record: Path | None = None
     applied: str | None = None
+    contenders: list[Contender] = field(default_factory=list)
+
+    @property
+    def runner_up_rate(self) -> float:
+        """The runner-up's median over its measurements (its search's rate when it was not measured again)."""
+        if self.runner_up is None:
+            return 0.0
+        again = [c for c in self.contenders if c.evaluation is self.runner_up]
+        return again[0].spread.median if again else self.runner_up.served
 
     @property
     def runner_up_within_spread(self) -> bool:
-        return self.runner_up is not None and self.runner_up.served >= self.spread.min
+        return self.runner_up is not None and self.runner_up_rate >= self.spread.min
 
     @property
     def frontier(self) -> list[Evaluation]:

@@ -4,8 +4,9 @@ The user's repository and running server are never touched (except with ``apply_
 version is published into a temporary repository, served by a `tritonserver` on free loopback ports,
 and each configuration is applied there (:mod:`nexus.tune.probe`). The search is Model Analyzer's
 quick search (:func:`nexus.tune.search.hill_climb`) from the default configuration; each point's score
-is the open-loop rate it serves under the target (:mod:`nexus.tune.rates`). The winner is measured
-twice more, so the report shows its spread on this machine.
+is the open-loop rate it serves under the target (:mod:`nexus.tune.rates`). The search's best
+is measured twice more, and so are the next best within 20 % of it while the budget allows; the highest
+median wins, so one lucky or unlucky window does not decide, and the report shows the spread here.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from nexus.serving.server import TritonServer
 from nexus.serving.tuned import record, recorded_options
 from nexus.tune.probe import Candidates, Windows, Workload
 from nexus.tune.report import write_report
-from nexus.tune.results import Machine, Spread, TuneResult
+from nexus.tune.results import Contender, Evaluation, Machine, TuneResult, choose
 from nexus.tune.search import Point, hill_climb
 from nexus.tune.session import SearchShape, Session, TuneHooks
 from nexus.tune.space import FULL_SPACE, QUICK_SPACE, Space, canonical, grid, options_at, start_point
@@ -35,6 +36,9 @@ from nexus.tune.target import Target
 
 #: Measurements of the winner in all: the search's, and this many less one again.
 MEASUREMENTS = 3
+#: Configurations measured again after the search: its best, and the next ones within the share below of it.
+CONTENDERS = 3
+CONTENDER_SHARE = 0.8
 
 
 @dataclass(frozen=True)
@@ -92,7 +96,7 @@ class TuneSettings:
         timeout = min(10.0, max(0.5, self.target.ms / 100))
         windows = Windows(seconds, seconds / 4, timeout)
         burst = Windows(max(0.5, seconds / 2), 0.25, 1.0)
-        return SearchShape(windows, burst, resolution=0.1 if self.quick else 0.05, max_probes=7 if self.quick else 9)
+        return SearchShape(windows, burst, resolution=0.1 if self.quick else 0.05, max_probes=10 if self.quick else 13)
 
 
 def tune(project: Project, settings: TuneSettings, hooks: TuneHooks | None = None) -> TuneResult:
@@ -145,7 +149,7 @@ def tune(project: Project, settings: TuneSettings, hooks: TuneHooks | None = Non
 
             if settings.exhaustive:
                 stopped = _every_point(session, base, space, target, settings.reruns)
-                winner = max(session.evaluations, key=lambda e: e.served)
+                best = max(session.evaluations, key=lambda e: e.served)
             else:
                 climb = hill_climb(
                     space,
@@ -156,18 +160,24 @@ def tune(project: Project, settings: TuneSettings, hooks: TuneHooks | None = Non
                     canonical=lambda p: canonical(p, space, target),
                 )
                 by_options = {e.options: e for e in session.evaluations}
-                winner, stopped = by_options[options_at(base, climb.best)], climb.stopped
-            reruns = [session.remeasure(winner) for _ in range(settings.reruns)] if winner.served > 0 else []
-    others = [e for e in session.evaluations if e.options != winner.options]
+                best, stopped = by_options[options_at(base, climb.best)], climb.stopped
+            contenders = measure_again(session, best, settings.reruns)
+    chosen = choose(contenders) if contenders else Contender(best)
+    winner = chosen.evaluation
+    others = [c for c in contenders if c is not chosen]
+    rest = [e for e in session.evaluations if e.options != winner.options]
     result = TuneResult(
         model=settings.model,
         version=version,
         target=target,
         evaluations=session.evaluations,
         winner=winner,
-        reruns=reruns,
-        spread=Spread((winner.served, *(r.served for r in reruns))),
-        runner_up=max(others, key=lambda e: e.served) if others else None,
+        reruns=chosen.reruns,
+        spread=chosen.spread,
+        runner_up=max(others, key=lambda c: c.spread.median).evaluation
+        if others
+        else (max(rest, key=lambda e: e.served) if rest else None),
+        contenders=contenders,
         stopped=stopped,
         elapsed_s=time.monotonic() - began,
         machine=Machine.this(),
@@ -189,6 +199,24 @@ def tune(project: Project, settings: TuneSettings, hooks: TuneHooks | None = Non
         )
         result.applied = applied.server
     return result
+
+
+def measure_again(session: Session, best: Evaluation, reruns: int) -> list[Contender]:
+    """The search's best and up to :data:`CONTENDERS` - 1 others within :data:`CONTENDER_SHARE` of it, each
+    searched ``reruns`` more times: the search's best always (its time is reserved), the others while the
+    budget allows. One window's luck decided the search's order; the medians decide the winner."""
+    if best.served <= 0 or reruns == 0:
+        return []
+    bar = CONTENDER_SHARE * best.served
+    near = sorted(
+        (e for e in session.evaluations if e is not best and not e.coarse and e.served >= bar), key=lambda e: -e.served
+    )
+    contenders: list[Contender] = []
+    for evaluation in [best, *near[: CONTENDERS - 1]]:
+        if contenders and not session.time_for_reruns(reruns):
+            break
+        contenders.append(Contender(evaluation, [session.remeasure(evaluation) for _ in range(reruns)]))
+    return contenders
 
 
 def _every_point(session: Session, base: ServingOptions, space: Space, target: Target, reruns: int) -> str:

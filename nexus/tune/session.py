@@ -157,6 +157,11 @@ class Session:
         done = [e for e in self.evaluations if e.error is None] or [Evaluation(ServingOptions())]
         return sum(e.load_s for e in done) / len(done), sum(e.measure_s for e in done) / len(done)
 
+    def time_for_reruns(self, reruns: int) -> bool:
+        """Whether loading one configuration again and ``reruns`` more searches of it fit the budget."""
+        load, measure = self.mean_cost()
+        return time.monotonic() + load + reruns * measure <= self.deadline
+
     def time_for_another(self, reruns: int) -> bool:
         """Whether one more evaluation, and then ``reruns`` of the winner (and loading it again), fit the budget."""
         load, measure = self.mean_cost()
