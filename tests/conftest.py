@@ -28,7 +28,7 @@ os.environ.update(
 )
 
 from backends import Backend, gcs_backend, local_backend, s3_backend
-from helpers import GitRepo, free_port, make_onnx, make_torch_export, make_torchscript
+from helpers import GitRepo, free_port, make_onnx, make_torch_export, make_torchscript, nexus_cli
 
 # --- sealed environment ---------------------------------------------------------------------
 
@@ -36,7 +36,12 @@ from helpers import GitRepo, free_port, make_onnx, make_torch_export, make_torch
 @pytest.fixture(autouse=True)
 def sealed_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Fake HOME with its own git config; no user, system or cloud settings leak into a test."""
-    home = tmp_path_factory.mktemp("home")
+    return seal_env(tmp_path_factory.mktemp("home"), monkeypatch)
+
+
+def seal_env(home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """What :func:`sealed_env` sets, with ``home`` as HOME: for module-scoped fixtures too (they run before it)."""
+    home.mkdir(parents=True, exist_ok=True)
     (home / ".gitconfig").write_text(
         "[user]\n\tname = Test User\n\temail = test@example.com\n[init]\n\tdefaultBranch = main\n"
         "[commit]\n\tgpgsign = false\n",
@@ -184,19 +189,7 @@ def gcs_bucket(gcs_server: GCSServer, monkeypatch: pytest.MonkeyPatch) -> Iterat
 @pytest.fixture
 def run_nexus() -> Callable[..., subprocess.CompletedProcess[str]]:
     """Run the real `nexus` console script in a subprocess (for tests that need separate processes)."""
-
-    def run(
-        *args: str, cwd: Path, check: bool = False, env: dict[str, str] | None = None
-    ) -> subprocess.CompletedProcess[str]:
-        exe = Path(sys.executable).with_name("nexus")
-        result = subprocess.run(
-            [str(exe), *args], cwd=cwd, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=240
-        )
-        if check and result.returncode != 0:
-            raise AssertionError(f"nexus {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
-        return result
-
-    return run
+    return nexus_cli
 
 
 @pytest.fixture(params=["local", "s3", "gcs"])

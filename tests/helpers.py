@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -48,6 +50,19 @@ class GitRepo:
 
     def status(self) -> str:
         return self.git("status", "--porcelain")
+
+
+def nexus_cli(
+    *args: str, cwd: Path, check: bool = False, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the real `nexus` console script in a subprocess (the `run_nexus` fixture; also for wider-scoped ones)."""
+    exe = Path(sys.executable).with_name("nexus")
+    result = subprocess.run(
+        [str(exe), *args], cwd=cwd, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=240
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"nexus {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result
 
 
 _handed_out: set[int] = set()

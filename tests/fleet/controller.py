@@ -42,7 +42,8 @@ class Fleet:
         self.pods: list[Pod] = []
         self._terminations: dict[Pod, threading.Thread] = {}
         self._count = 0
-        self._drain: threading.Thread | None = None
+        #: Each rollout's record of its old pods' endings (a rollout may start before the last one's have ended).
+        self._drains: list[threading.Thread] = []
 
     def _create(self, spec: PodSpec) -> Pod:
         self._count += 1
@@ -106,8 +107,9 @@ class Fleet:
                 return result
             result.ready_after.append(time.monotonic() - result.started)
         result.complete_after = time.monotonic() - result.started
-        self._drain = threading.Thread(target=self._drained, args=(result, ending), daemon=True)
-        self._drain.start()
+        drain = threading.Thread(target=self._drained, args=(result, ending), daemon=True)
+        drain.start()
+        self._drains.append(drain)
         return result
 
     def _drained(self, result: Rollout, ending: list[Pod]) -> None:
@@ -121,15 +123,17 @@ class Fleet:
         self._delete(pod, prestop)
 
     def settle(self, timeout: float = 60.0) -> None:
-        """Wait for every deleted pod to have ended (and the last rollout's record of it)."""
-        if self._drain is not None:
-            self._drain.join(timeout=timeout)
-        for thread in self._terminations.values():
+        """Wait for every deleted pod to have ended (and every rollout's record of it)."""
+        for thread in [*self._drains, *self._terminations.values()]:
             thread.join(timeout=timeout)
 
     def close(self) -> None:
+        """Stop every pod, the remaining ones at once (in parallel) while the deleted ones end."""
+        closing = [threading.Thread(target=pod.close, daemon=True, name=f"close-{pod.name}") for pod in self.pods]
+        for thread in closing:
+            thread.start()
         self.settle()
-        for pod in self.pods:
-            pod.close()
+        for thread in closing:
+            thread.join()
         self.pods.clear()
         self.endpoints.close()

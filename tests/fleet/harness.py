@@ -11,6 +11,7 @@ kube-proxy's and the load balancers' (``PROPAGATION_SECONDS`` is 5 s for a real 
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 import urllib.request
@@ -94,6 +95,9 @@ class Sample:
     queue_us: float
     #: Requests the window's pods completed (from the same scrapes).
     requests: int
+    #: Seconds since the sampler started when the window's first scrapes began: every request counted in
+    #: the window completed between ``since`` and ``at``.
+    since: float = 0.0
 
 
 class MetricSampler:
@@ -120,14 +124,22 @@ class MetricSampler:
 
     def _run(self) -> None:
         started = self.started
+        since = time.monotonic() - started
         before = {pod: scrape(pod) for pod in self.fleet.pods}
-        while not self._stop.wait(self.window):
+        # the windows end at started + k * window, whatever the scrapes took (they do not drift); a scrape
+        # that overran a boundary makes that window end at the next one, never a window cut short
+        k = 0
+        while True:
+            k = max(k + 1, math.floor((time.monotonic() - started) / self.window) + 1)
+            if self._stop.wait(max(0.0, started + k * self.window - time.monotonic())):
+                return
+            scraped = time.monotonic() - started
             after = {pod: scrape(pod) for pod in self.fleet.pods}
             pairs = [(before[pod], text) for pod, text in after.items() if pod in before]
             value = fleet_queue_us_per_request(pairs)
             done = sum(int(_successes(b, a)) for b, a in pairs)
-            self.samples.append(Sample(time.monotonic() - started, value, done))
-            before = after
+            self.samples.append(Sample(time.monotonic() - started, value, done, since))
+            before, since = after, scraped
 
 
 def _successes(before: str, after: str) -> float:

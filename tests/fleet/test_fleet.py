@@ -26,14 +26,10 @@ def _failures(outcomes: list[Outcome]) -> dict[str, object]:
 def test_a_rollout_to_a_new_release_and_back_fails_no_request(fleet_on_old: Harness, world: World) -> None:
     harness = fleet_on_old
     with Load(harness.router, world) as load:
-        time.sleep(1)
         forward = harness.fleet.rollout(harness.spec(world.new))
-        harness.fleet.settle()
-        time.sleep(PROPAGATION + 0.5)
-        middle = len(load.snapshot())
+        # back at once, as a `kubectl rollout undo` would be: the forward's old pods may still be terminating
         back = harness.fleet.rollout(harness.spec(world.old))
-        harness.fleet.settle()
-        time.sleep(PROPAGATION + 0.5)
+        harness.fleet.settle()  # at least the preStop pause (3 s) after the router was told the last pod left
     outcomes = load.snapshot()
 
     assert not forward.stalled
@@ -42,13 +38,15 @@ def test_a_rollout_to_a_new_release_and_back_fails_no_request(fleet_on_old: Harn
     # the router's release is the one whose model answered, request by request
     assert all(o.answered_by == o.release for o in outcomes)
     assert {o.answered_by for o in outcomes[:50]} == {world.old.id}
-    # once the rollout has ended (every old pod gone, the router told), only the new release answers
-    cut = forward.started + (forward.drained_after or 0) + PROPAGATION
-    after_forward = [o for o in outcomes[:middle] if o.at > cut]
+    # once the rollout has ended (every old pod deleted, the router told; some may still be in their preStop
+    # pause), only the new release answers, until the way back's first pod is Ready
+    cut = forward.started + (forward.complete_after or 0) + PROPAGATION
+    after_forward = [o for o in outcomes if cut < o.at < back.started + back.ready_after[0]]
     assert after_forward
     assert {o.answered_by for o in after_forward} == {world.new.id}
     assert {o.answered_by for o in outcomes[-50:]} == {world.old.id}
     assert all(e.endswith("after SIGTERM") for e in forward.endings + back.endings), "no pod SIGKILLed"
+    assert len(forward.endings + back.endings) == 2 * harness.replicas
 
 
 def test_a_release_whose_model_fails_to_load_never_takes_traffic(fleet_on_old: Harness, world: World) -> None:
@@ -75,19 +73,29 @@ def test_a_release_whose_model_fails_to_load_never_takes_traffic(fleet_on_old: H
 
 
 def test_the_autoscaling_metric_rises_under_load_and_falls_after(fleet_on_old: Harness, world: World) -> None:
-    harness = fleet_on_old
-    with MetricSampler(harness.fleet, window=2.0) as sampler:
-        time.sleep(4.5)
+    # Triton counts requests and their queue time as each one completes (not each --metrics-interval-ms), so
+    # 1 s windows see the load; windows are told apart by when their scrapes were taken, not by their index
+    harness, window = fleet_on_old, 1.0
+    with MetricSampler(harness.fleet, window=window) as sampler:
+        time.sleep(2.5 * window)
         with Load(harness.router, world, threads=8, think=0) as load:
-            time.sleep(8.5)
-        time.sleep(6.5)
+            began = time.monotonic() - sampler.started
+            time.sleep(5 * window)
+        ended = time.monotonic() - sampler.started  # every answer is in
+        time.sleep(3.5 * window)
     samples = sampler.samples
-    idle_before, busy, idle_after = samples[:2], samples[3:6], samples[-2:]
+    idle_before = [s for s in samples if s.at < began]
+    busy = [s for s in samples if s.since > began + window / 4 and s.at < ended]  # the load warmed up
+    idle_after = [s for s in samples if s.since > ended + 0.2]
+    timeline = f"load {began:.2f}-{ended:.2f} s, windows {[(round(s.since, 2), round(s.at, 2)) for s in samples]}"
 
+    assert len(idle_before) >= 2, timeline
+    assert len(busy) >= 3, timeline
+    assert len(idle_after) >= 2, timeline
     assert _failures(load.snapshot()) == {}
-    assert all(s.requests == 0 and s.queue_us == 0 for s in idle_before + idle_after)
-    assert all(s.requests > 0 for s in busy)
-    assert min(s.queue_us for s in busy) > 0
+    assert all(s.requests == 0 and s.queue_us == 0 for s in idle_before + idle_after), timeline
+    assert all(s.requests > 0 for s in busy), timeline
+    assert min(s.queue_us for s in busy) > 0, timeline
 
 
 def test_the_control_sigterm_without_a_prestop_pause_fails_requests(fleet_on_old: Harness, world: World) -> None:
@@ -97,8 +105,7 @@ def test_the_control_sigterm_without_a_prestop_pause_fails_requests(fleet_on_old
     with Load(harness.router, world) as load:
         time.sleep(1)
         harness.fleet.delete(harness.fleet.pods[0], prestop=0)
-        harness.fleet.settle()
-        time.sleep(PROPAGATION + 0.5)
+        time.sleep(PROPAGATION + 0.5)  # the router sends it requests until it hears; the pod ends in teardown
     reasons = _failures(load.snapshot())
 
     assert sum(reasons.values()) > 0  # type: ignore[call-overload]
