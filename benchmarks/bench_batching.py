@@ -248,6 +248,17 @@ def measure(
     return row
 
 
+def bench_server(repository: Path, workdir: Path) -> TritonServer:
+    """A `tritonserver` on ``repository`` on free loopback ports, its log in ``workdir``."""
+    return TritonServer(
+        repository=str(repository),
+        http_port=free_port(),
+        grpc_port=free_port(),
+        metrics_port=free_port(),
+        log_file=workdir / "triton.log",
+    )
+
+
 def server_version(url: str) -> str:
     return str(TritonAdmin(url).server_metadata()["version"])
 
@@ -385,14 +396,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         for name, speeds in results.in_proc.items():
             print(f"{name} in-process: batch 1 {speeds[1]:,.0f}/s, batch 32 {speeds[32]:,.0f}/s", flush=True)
-        server = TritonServer(
-            repository=str(repository),
-            http_port=free_port(),
-            grpc_port=free_port(),
-            metrics_port=free_port(),
-            log_file=workdir / "triton.log",
-        )
-        with server:
+        with bench_server(repository, workdir) as server:
             triton_version = server_version(server.url)
             for name in models:
                 run_model(server, MODELS[name], configs(args.instances, kind, tuned.get(name)), args, results)

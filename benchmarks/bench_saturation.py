@@ -25,10 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _bench_models import MODELS, export
 from _bench_openloop import measure_open
 from _bench_project import throwaway_project
-from bench_batching import free_port, measure, more_open_files
+from bench_batching import bench_server, measure, more_open_files
 from nexus.serving.model_config import ServingOptions
 from nexus.serving.publish import publish
-from nexus.serving.server import TritonServer
 
 VARIANTS = {
     "window": ServingOptions(policy="window", instances=2),
@@ -60,14 +59,7 @@ def main(argv: list[str] | None = None) -> None:
         for name in args.configs:
             project.store(artifact, f"{args.model}_{name}", signature=reference.signature)
             publish(project, f"{args.model}_{name}", repository=repository, options=VARIANTS[name])
-        server = TritonServer(
-            repository=str(repository),
-            http_port=free_port(),
-            grpc_port=free_port(),
-            metrics_port=free_port(),
-            log_file=workdir / "triton.log",
-        )
-        with server:
+        with bench_server(repository, workdir) as server:
             capacity = 0.0
             for _ in range(args.rounds):
                 for concurrency in args.concurrency:

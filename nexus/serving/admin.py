@@ -180,9 +180,14 @@ class TritonAdmin:
         metadata: dict[str, Any] = self._json(f"metadata of {model} on {self.url}", f"/v2/models/{model}")
         return metadata
 
-    def model_config(self, model: str) -> dict[str, Any]:
-        """The config Triton loaded for ``model`` (its JSON form)."""
-        config: dict[str, Any] = self._json(f"config of {model} on {self.url}", f"/v2/models/{model}/config")
+    def model_config(self, model: str, version: int | None = None) -> dict[str, Any]:
+        """The config Triton loaded for ``model`` (its JSON form); with ``version``, the one that version serves.
+
+        Without a version Triton answers for its latest available one, and while a reload hands over from
+        one version to the next there may be none for a moment (404, "has no available versions").
+        """
+        path = f"/v2/models/{model}" + (f"/versions/{version}" if version is not None else "") + "/config"
+        config: dict[str, Any] = self._json(f"config of {model} on {self.url}", path)
         return config
 
     def stats(self, model: str) -> ModelCounters:

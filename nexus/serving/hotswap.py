@@ -55,7 +55,7 @@ def load_version(
     if not admin.wait_model_ready(model, version, timeout):
         raise HotSwapError(f"{model} v{version} was not READY on {admin.url} after {timeout:.0f}s")
     if artifact is not None:
-        served = Served.from_triton(admin.model_config(model))
+        served = Served.from_triton(admin.model_config(model, version))  # the version now READY
         if served is None or not served.is_artifact_of(artifact):
             loaded = f"commit {served.commit[:8]}'s artifact" if served else "a config that records no artifact"
             raise HotSwapError(
