@@ -150,7 +150,7 @@ def rate_search(
                 good = probe
         elif bad is None or rate < bad:
             bad = rate
-        if tried[0] == hint and len(set(tried)) == 1 and coarse is not None and good is None:
+        if set(tried) == {hint} and coarse is not None and good is None:  # the hint failed (confirmed)
             budget, result.coarse = len(result.probes) + coarse, True
     result.served = good
     return result

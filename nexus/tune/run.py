@@ -165,7 +165,11 @@ def tune(project: Project, settings: TuneSettings, hooks: TuneHooks | None = Non
     chosen = choose(contenders) if contenders else Contender(best)
     winner = chosen.evaluation
     others = [c for c in contenders if c is not chosen]
-    rest = [e for e in session.evaluations if e.options != winner.options]
+    if others:
+        runner_up: Evaluation | None = max(others, key=lambda c: c.spread.median).evaluation
+    else:
+        rest = [e for e in session.evaluations if e.options != winner.options]
+        runner_up = max(rest, key=lambda e: e.served, default=None)
     result = TuneResult(
         model=settings.model,
         version=version,
@@ -174,9 +178,7 @@ def tune(project: Project, settings: TuneSettings, hooks: TuneHooks | None = Non
         winner=winner,
         reruns=chosen.reruns,
         spread=chosen.spread,
-        runner_up=max(others, key=lambda c: c.spread.median).evaluation
-        if others
-        else (max(rest, key=lambda e: e.served) if rest else None),
+        runner_up=runner_up,
         contenders=contenders,
         stopped=stopped,
         elapsed_s=time.monotonic() - began,
