@@ -89,14 +89,16 @@ def _run_target(project: Project, target: Target, space: Space, seconds: float |
     # every configuration once, then the best few measured twice more, as the tuner does: medians on both sides
     grid = tune(project, TuneSettings("mlp", target, budget=4 * 3600, exhaustive=True, **common))
     grid_s = time.monotonic() - start
-    print(f"{target}: grid best {grid.winner.label} {grid.spread.median:,.0f}/s in {grid_s:.0f} s", flush=True)
+    print(f"{target}: grid best {grid.winner.label} {grid.spread.median:,.0f}/s in {grid_s:.0f} s "
+          f"(speed {_speed(grid, ranged=True)} ms)", flush=True)  # fmt: skip
     tuned = []
     for i in range(3):
         start = time.monotonic()
         result = tune(project, TuneSettings("mlp", target, budget=3600, **common))
         tuned.append((result, time.monotonic() - start))
         print(f"  tuner run {i + 1}: {result.winner.label} {result.spread.median:,.0f}/s "
-              f"({len(result.evaluations)} configs, {tuned[-1][1]:.0f} s)", flush=True)  # fmt: skip
+              f"({len(result.evaluations)} configs, {tuned[-1][1]:.0f} s, speed {_speed(result, ranged=True)} ms)",
+              flush=True)  # fmt: skip
     return TargetRun(target, grid, grid_s, tuned)
 
 
@@ -146,8 +148,8 @@ def report(runs: list[TargetRun | str], environment: dict[str, str]) -> str:
         + ".",
         "",
         "| target | grid best | grid req/s (median) | tuner picks: median req/s (the grid's one search) "
-        "| pick / best | tuner s / grid s | spread |",
-        "| --- | --- | ---: | --- | ---: | ---: | ---: |",
+        "| pick / best | tuner s / grid s | spread | machine speed, ms (grid; runs) |",
+        "| --- | --- | ---: | --- | ---: | ---: | ---: | --- |",
     ]
     for run in runs:
         if isinstance(run, str):
@@ -161,7 +163,8 @@ def report(runs: list[TargetRun | str], environment: dict[str, str]) -> str:
         lines.append(
             f"| {run.target} | {run.grid.winner.label} | {best:,.0f} | "
             + "; ".join(f"{r.winner.label}: {r.spread.median:,.0f} ({run.grid_rate(r):,.0f})" for r, _ in run.tuned)
-            + f" | {worst_pick:.0%} (worst) | {tuner_s / run.grid_s:.0%} | {spread:.0%} |"
+            + f" | {worst_pick:.0%} (worst) | {tuner_s / run.grid_s:.0%} | {spread:.0%} | "
+            + f"{_speed(run.grid, ranged=True)}; {', '.join(_speed(r) for r, _ in run.tuned)} |"
         )
     lines += [
         "",
@@ -169,7 +172,9 @@ def report(runs: list[TargetRun | str], environment: dict[str, str]) -> str:
         "three runs within 10 % of each other. Each side is a median of three rate searches: the grid measures "
         "every configuration once and its best few twice more, as the tuner does with its own. `pick / best` is "
         "the worst run's median over the grid's; `spread` is the largest of the three runs' medians over the "
-        "smallest. In brackets, what the grid's one search measured for the same configuration.",
+        "smallest. In brackets, what the grid's one search measured for the same configuration. Machine speed: "
+        "the tuner's reference, one forward pass of a single request (Triton's compute for batches of one, "
+        "measured beside every search; `nexus/tune/reference.py`), the grid's range and each run's median.",
         "",
     ]
     for run in runs:
@@ -177,6 +182,14 @@ def report(runs: list[TargetRun | str], environment: dict[str, str]) -> str:
             lines += _grid_table(run)
     lines.append(END)
     return "\n".join(lines)
+
+
+def _speed(result: TuneResult, ranged: bool = False) -> str:
+    """The run's reference speed: its median (``ranged``: min-max), in ms."""
+    speed = result.speed
+    if speed is None:
+        return "-"
+    return f"{speed.min:.2f}-{speed.max:.2f}" if ranged else f"{speed.median:.2f}"
 
 
 def _grid_table(run: TargetRun) -> list[str]:

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +20,7 @@ import pytest
 from helpers import free_port, serve_one_model
 from nexus.errors import LoadTestError
 from nexus.loadtest import LoadTestSettings, parse_duration, run_loadtest
+from nexus.serving.admin import TritonAdmin
 from nexus.serving.model_config import ServingOptions
 from nexus.serving.server import TritonServer
 
@@ -78,20 +80,25 @@ def test_a_step_load_reports_each_step(server: TritonServer, tmp_path: Path) -> 
 
 def test_cli_prints_the_summary_and_fails_when_requests_fail(server: TritonServer, tmp_path: Path) -> None:
     """The model is unloaded mid-run: Locust counts the failed requests, the command says why and exits 1."""
+    admin = TritonAdmin(server.url)
+    before = admin.stats("m").success
 
     def unload() -> None:
-        request = urllib.request.Request(f"{server.url}/v2/repository/models/m/unload", data=b"{}", method="POST")
-        urllib.request.urlopen(request, timeout=30).close()
+        """Once Locust's users are answered (not at a fixed time: Locust's start-up takes seconds on a busy machine)."""
+        deadline = time.monotonic() + 60
+        while admin.stats("m").success < before + 10 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        admin.unload("m")
 
-    timer = threading.Timer(2.0, unload)
-    timer.start()
+    unloader = threading.Thread(target=unload)
+    unloader.start()
     try:
         result = subprocess.run(
-            [NEXUS, "loadtest", "m", "--server", server.url, "-u", "2", "-t", "4s", "--results", str(tmp_path)],
+            [NEXUS, "loadtest", "m", "--server", server.url, "-u", "2", "-t", "6s", "--results", str(tmp_path)],
             capture_output=True, text=True, timeout=120,
         )  # fmt: skip
     finally:
-        timer.join()
+        unloader.join()
         load = urllib.request.Request(f"{server.url}/v2/repository/models/m/load", data=b"{}", method="POST")
         urllib.request.urlopen(load, timeout=120).close()
 

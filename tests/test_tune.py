@@ -16,12 +16,13 @@ from helpers import GitRepo
 from nexus.cli import app
 from nexus.errors import ServingRecordError, TuneError
 from nexus.registry import Project
+from nexus.registry.metadata import ModelVersion
 from nexus.serving.model_config import ServingOptions, parse_config, read_serving
 from nexus.serving.publish import publish
 from nexus.serving.tuned import SERVING_FILE, record, recorded_options
 from nexus.tensors import Signature, TensorSpec
 from nexus.tune.rates import Probe, estimate_capacity, passes, rate_search
-from nexus.tune.results import Evaluation, choose
+from nexus.tune.results import Contender, Evaluation, Machine, Spread, TuneResult, choose
 from nexus.tune.run import measure_again
 from nexus.tune.search import hill_climb, neighbours
 from nexus.tune.space import FULL_SPACE, QUICK_SPACE, canonical, grid, start_point
@@ -202,8 +203,17 @@ class Reruns:
         self.remeasured.append(e.options)
         return Evaluation(e.options, served=self.rates[e.options.max_batch_size].pop(0))
 
-    def time_for_reruns(self, reruns: int) -> bool:
-        return len(set(self.remeasured)) < self.time_for
+    def time_for_reruns(self, contenders: int, reruns: int) -> bool:
+        return contenders <= self.time_for
+
+
+def tune_result(searched: list[Evaluation], contenders: list[Contender]) -> TuneResult:
+    winner = searched[0]
+    version = ModelVersion("m", 1, "0" * 40, "file:///m", True, "0" * 64, 1, "torchscript", "", "")
+    return TuneResult(
+        "m", version, Target(99, 20), searched, winner, [], Spread((winner.served,)), None, "converged", 1.0,
+        Machine("cpu", 2), "", contenders=contenders,
+    )  # fmt: skip
 
 
 def evaluations(*served: tuple[int, float, bool]) -> list[Evaluation]:
@@ -221,12 +231,37 @@ def test_the_search_best_and_near_ones_are_measured_again_and_the_highest_median
     assert [c.evaluation.served for c in contenders] == [1000, 950, 850]
     assert [c.spread.rates for c in contenders] == [(1000, 600, 610), (950, 940, 960), (850, 800, 790)]
     assert choose(contenders).evaluation is found[1]  # one lucky window made 32 the search's best
+    # in rounds, so that a drift of the machine's speed falls on every contender alike
+    assert [o.max_batch_size for o in session.remeasured] == [32, 16, 4, 32, 16, 4]
+
+
+def test_the_contenders_are_as_many_as_the_budget_has_room_for_in_rounds() -> None:
+    found = evaluations((32, 1000, False), (16, 950, False), (4, 850, False))
+    session = Reruns(found, {32: [900, 910], 16: [990, 995], 4: [1, 2]}, time_for=2)
+    contenders = measure_again(session, found[0], 2)  # type: ignore[arg-type]
+    assert [c.evaluation for c in contenders] == found[:2]
+    assert [o.max_batch_size for o in session.remeasured] == [32, 16, 32, 16]
+    assert choose(contenders).evaluation is found[1]
+
+
+def test_the_run_s_speed_is_every_search_s_reference_and_its_drift_the_slowest_over_the_fastest() -> None:
+    searched = [
+        Evaluation(ServingOptions(max_batch_size=b), served=100, reference_ms=r) for b, r in ((32, 2.0), (16, None))
+    ]
+    again = Contender(searched[0], [Evaluation(searched[0].options, served=90, reference_ms=3.0)])
+    result = tune_result(searched, [again])
+    assert result.speed is not None
+    assert result.speed.rates == (2.0, 3.0)
+    assert result.drift == pytest.approx(1.5)
+    assert tune_result([Evaluation(ServingOptions())], []).speed is None
 
 
 def test_only_the_search_best_is_measured_again_when_the_budget_has_no_room() -> None:
     found = evaluations((32, 1000, False), (16, 950, False))
-    contenders = measure_again(Reruns(found, {32: [900, 910], 16: [990, 995]}, time_for=1), found[0], 2)  # type: ignore[arg-type]
+    session = Reruns(found, {32: [900, 910], 16: [990, 995]}, time_for=1)
+    contenders = measure_again(session, found[0], 2)  # type: ignore[arg-type]
     assert [c.evaluation for c in contenders] == [found[0]]
+    assert len(session.remeasured) == 2
     assert choose(contenders).evaluation is found[0]
 
 
@@ -394,6 +429,14 @@ def test_quick_tune_measures_on_a_real_triton_reports_and_records_what_publish_t
     medians = {c["config"]: c["median"] for c in results["contenders"]}
     assert results["winner"]["config"] in medians
     assert medians[results["winner"]["config"]] == max(medians.values()) == results["spread"]["median"]
+    # the machine's speed beside every search: one reference per evaluation and rerun, printed and recorded
+    searches = results["evaluations"] + [r for c in results["contenders"] for r in c["reruns"]]
+    assert all(e["reference_ms"] > 0 for e in searches if e["error"] is None)
+    speed = results["speed"]
+    assert len(speed["reference_ms"]) == len(searches)
+    assert speed["min"] <= speed["median"] <= speed["max"]
+    assert speed["drift"] == pytest.approx(speed["max"] / speed["min"], rel=1e-2)
+    assert f"Machine speed: one forward pass of a single request took {speed['min']:.2f}-" in out
     with open(report / "results.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert {"search", "rerun"} <= {r["stage"] for r in rows}
@@ -410,6 +453,7 @@ def test_quick_tune_measures_on_a_real_triton_reports_and_records_what_publish_t
     assert recorded["tuned"]["version"] == 1
     assert recorded["tuned"]["spread"]["min"] <= recorded["tuned"]["served_rate"] <= recorded["tuned"]["spread"]["max"]
     assert recorded["tuned"]["report"] == str(report.relative_to(repo.root))
+    assert recorded["tuned"]["reference_ms"] == pytest.approx(speed["median"], abs=1e-3)
     winner = ServingOptions(**recorded["options"])
     assert winner == ServingOptions(**results["winner"]["options"])
 

@@ -88,7 +88,11 @@ def _hooks() -> TuneHooks:
         started=lambda url: err.print(f"Tuning on a Triton of its own at {url}"),
         evaluating=lambda options: err.print(f"  {label(options)}"),
         probed=probed,
-        evaluated=lambda e: err.print(f"  -> {e.served:,.0f}/s under the target" + (" (at least)" if e.coarse else "")),
+        evaluated=lambda e: err.print(
+            f"  -> {e.served:,.0f}/s under the target"
+            + (" (at least)" if e.coarse else "")
+            + ("" if e.reference_ms is None else f"  (machine: {e.reference_ms:.2f} ms a forward pass)")
+        ),
         message=lambda message: err.print(f"[yellow]{escape(message)}[/]"),
     )
 
@@ -120,6 +124,26 @@ def _note(result: TuneResult, e: Evaluation) -> str:
     return "default" if e is result.evaluations[0] else ""
 
 
+def _print_speed(result: TuneResult) -> None:
+    """The machine's reference speed over the run, and a warning when it moved enough to matter."""
+    from nexus.tune.results import DRIFT_WARNING
+
+    speed, drift = result.speed, result.drift
+    if speed is None:
+        return
+    out = stdout()
+    out.print(
+        f"Machine speed: one forward pass of a single request took {speed.min:.2f}-{speed.max:.2f} ms "
+        f"(median {speed.median:.2f}) over the run's {len(speed.rates)} searches."
+    )
+    if drift is not None and drift > DRIFT_WARNING:
+        stderr().print(
+            f"[yellow]Warning:[/] the machine's speed moved {drift:.2f}x during the run: rates measured at "
+            "different speeds are not comparable, and a rerun may pick another configuration. Tune on a quieter "
+            "machine, or compare runs by their reference_ms (results.json)."
+        )
+
+
 def _print_result(result: TuneResult) -> None:
     from nexus.serving.tuned import SERVING_FILE
     from nexus.tune.report import PLOT_HINT
@@ -146,6 +170,7 @@ def _print_result(result: TuneResult) -> None:
     out.print(
         f"Searched {len(result.evaluations)} configurations in {result.elapsed_s:.0f} s (stopped: {result.stopped})."
     )
+    _print_speed(result)
     names = ", ".join(f.name for f in result.files)
     plot = "" if any(f.suffix == ".png" for f in result.files) else f" (no frontier.png: {PLOT_HINT})"
     out.print(f"Report: {result.report} ({names}){plot}")

@@ -83,8 +83,11 @@ class ConfigMatcher:
                 found.append(f"{model.name}: the release's {CONFIG} cannot be read")
                 continue
             try:
-                loaded = admin.model_config(model.name)
-                served = json_format.ParseDict(loaded, ModelConfig(), ignore_unknown_fields=True)
+                serving = admin.ready_config(model.name)
+                if serving is None:
+                    found.append(f"{model.name}: no version is READY")
+                    continue
+                served = json_format.ParseDict(serving[1], ModelConfig(), ignore_unknown_fields=True)
             except (TritonError, json_format.ParseError) as e:
                 found.append(f"{model.name}: Triton's config cannot be read ({e})")
                 continue

@@ -190,9 +190,42 @@ class TritonAdmin:
         config: dict[str, Any] = self._json(f"config of {model} on {self.url}", path)
         return config
 
+    def ready_config(self, model: str, tries: int = 3) -> tuple[int, dict[str, Any]] | None:
+        """The newest READY version of ``model`` and the config it serves; None when no version is READY.
+
+        Asked by version, so a hand-over from one version to the next (when the unversioned path may
+        answer 404) is no matter; a version unloaded between the two calls is asked again.
+        """
+        for attempt in range(tries):
+            ready = self.ready_versions(model)
+            if not ready:
+                return None
+            try:
+                return ready[-1], self.model_config(model, ready[-1])
+            except TritonRequestError:
+                if attempt == tries - 1:
+                    raise
+        return None  # pragma: no cover - the loop returns or raises
+
     def stats(self, model: str) -> ModelCounters:
         """Cumulative counters for ``model`` since it was loaded."""
         return ModelCounters.parse(self._json(f"statistics of {model} on {self.url}", f"/v2/models/{model}/stats"))
+
+    def batch_compute(self, model: str, size: int) -> tuple[int, int]:
+        """(executions, compute ns) of ``model``'s batches of exactly ``size`` since it was loaded (all versions).
+
+        Triton's ``batch_stats`` time the model's execute call per executed batch size, so this is the
+        model's own compute for that size, without the queue or the request's input and output handling.
+        """
+        stats = self._json(f"statistics of {model} on {self.url}", f"/v2/models/{model}/stats")
+        executions = ns = 0
+        for entry in stats.get("model_stats", []):
+            for batch in entry.get("batch_stats", []):
+                if int(batch.get("batch_size", 0)) == size:
+                    infer = batch.get("compute_infer", {})
+                    executions += int(infer.get("count", 0))
+                    ns += int(infer.get("ns", 0))
+        return executions, ns
 
 
 def _reason(answer: bytes) -> str:

@@ -88,13 +88,14 @@ def model_status(
         stale = [stale_number(record, REPOSITORY, published.served if published else None)]
         if admin is not None:
             live = admin.ready_versions(name)
-            if live:
-                stale.append(stale_number(record, SERVER, Served.from_triton(admin.model_config(name))))
+            serving = admin.ready_config(name) if live else None
+            if serving is not None:
+                stale.append(stale_number(record, SERVER, Served.from_triton(serving[1])))
             if admin.model_versions(name) is not None:
                 counters = admin.stats(name)
                 averages, failed = _averages(counters), counters.failure
-                if triton_pid is not None and live:
-                    dead = dead_stubs(admin, name, triton_pid)
+                if triton_pid is not None and serving is not None:
+                    dead = dead_stubs(serving[1], name, triton_pid)
         version = published.version if published else None
         problems = [s.describe() for s in stale if s is not None]
         statuses.append(

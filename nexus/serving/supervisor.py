@@ -14,6 +14,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from nexus.errors import NexusError, TritonError
 from nexus.serving.admin import TritonAdmin
@@ -46,9 +47,8 @@ def instance_model(instance: str) -> str:
     return instance.rsplit("_", 2)[0]
 
 
-def dead_stubs(admin: TritonAdmin, model: str, triton_pid: int) -> list[str]:
-    """Instances the loaded config of ``model`` asks for whose Python-backend stub does not run."""
-    config = admin.model_config(model)
+def dead_stubs(config: dict[str, Any], model: str, triton_pid: int) -> list[str]:
+    """Instances ``config`` (what Triton serves ``model`` with) asks for whose Python-backend stub does not run."""
     if config.get("backend") != "python":
         return []
     expected = [

@@ -21,7 +21,7 @@ from nexus.tune.results import Evaluation, TuneResult
 PLOT_HINT = "pip install 'nexusml[tune]' for frontier.png"
 CSV_FIELDS = [
     "config", "instances", "max_batch_size", "policy", "max_queue_delay_us", "stage", "offered", "achieved",
-    "sent", "late", "errors", "p50_ms", "p90_ms", "p99_ms", "latency_ms", "avg_batch", "passed",
+    "sent", "late", "errors", "p50_ms", "p90_ms", "p99_ms", "latency_ms", "avg_batch", "passed", "reference_ms",
 ]  # fmt: skip
 
 
@@ -60,6 +60,7 @@ def _evaluation(e: Evaluation, target_ms: float) -> dict[str, Any]:
         "error": e.error,
         "load_s": round(e.load_s, 2),
         "measure_s": round(e.measure_s, 2),
+        "reference_ms": _reference(e),
         "probes": [{**asdict(p), "passed": passes(p, target_ms)} for p in e.probes],
         "bursts": [asdict(p) for p in e.bursts],
     }
@@ -80,6 +81,7 @@ def _json(result: TuneResult) -> dict[str, Any]:
             "winner": _evaluation(result.winner, target.ms),
             "spread": {"rates": list(result.spread.rates), "min": result.spread.min, "median": result.spread.median,
                        "max": result.spread.max},
+            "speed": _speed(result),
             "runner_up": result.runner_up.label if result.runner_up else None,
             "runner_up_within_spread": result.runner_up_within_spread,
             "contenders": [{"config": c.evaluation.label, "rates": list(c.spread.rates), "median": c.spread.median,
@@ -89,6 +91,24 @@ def _json(result: TuneResult) -> dict[str, Any]:
         }
     )  # fmt: skip
     return cleaned
+
+
+def _reference(e: Evaluation) -> float | None:
+    return None if e.reference_ms is None else round(e.reference_ms, 3)
+
+
+def _speed(result: TuneResult) -> dict[str, Any] | None:
+    """The machine's reference speed over the run (:mod:`nexus.tune.reference`): ms of one batch of one."""
+    speed, drift = result.speed, result.drift
+    if speed is None:
+        return None
+    return {
+        "reference_ms": [round(r, 3) for r in speed.rates],
+        "min": round(speed.min, 3),
+        "median": round(speed.median, 3),
+        "max": round(speed.max, 3),
+        "drift": None if drift is None else round(drift, 3),
+    }
 
 
 def summary(result: TuneResult) -> dict[str, Any]:
@@ -112,6 +132,7 @@ def _rows(e: Evaluation, stage: str, probes: list[Probe], target_ms: float) -> l
             "p50_ms": _ms(p.p50_ms), "p90_ms": _ms(p.p90_ms), "p99_ms": _ms(p.p99_ms), "latency_ms": _ms(p.latency_ms),
             "avg_batch": "" if p.avg_batch is None else round(p.avg_batch, 2),
             "passed": "" if stage == "capacity" else passes(p, target_ms),
+            "reference_ms": "" if e.reference_ms is None else _reference(e),
         }
         for p in probes
     ]  # fmt: skip

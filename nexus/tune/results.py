@@ -22,6 +22,8 @@ class Evaluation:
         served: the highest offered rate that passed (0: none did, or it did not load: ``error``).
         at: the probe at that rate (its percentile latency and batch size are the frontier's).
         coarse: the search stopped early (the configuration could not beat the best): ``served`` is a lower bound.
+        reference_ms: the machine's speed when it was measured: one batch-of-one forward pass
+            (:mod:`nexus.tune.reference`; None when it could not be measured).
     """
 
     options: ServingOptions
@@ -34,15 +36,22 @@ class Evaluation:
     measure_s: float = 0.0
     coarse: bool = False
     error: str | None = None
+    reference_ms: float | None = None
 
     @property
     def label(self) -> str:
         return label(self.options)
 
 
+#: The machine's speed moved too much for a run's figures to be compared when its slowest reference is this
+#: many times its fastest.
+DRIFT_WARNING = 1.25
+
+
 @dataclass(frozen=True)
 class Spread:
-    """The winner's served rate over its measurements (the search's and the reruns')."""
+    """One figure over repeated measurements: the winner's served rate (the search's and the reruns'), or the
+    machine's reference speed over a run."""
 
     rates: tuple[float, ...]
 
@@ -133,6 +142,23 @@ class TuneResult:
     @property
     def runner_up_within_spread(self) -> bool:
         return self.runner_up is not None and self.runner_up_rate >= self.spread.min
+
+    @property
+    def measured(self) -> list[Evaluation]:
+        """Every search of the run: the evaluations and the contenders' reruns."""
+        return [*self.evaluations, *(r for c in self.contenders for r in c.reruns)]
+
+    @property
+    def speed(self) -> Spread | None:
+        """The machine's reference speed (ms of one batch of one) over every search; None if never measured."""
+        references = tuple(e.reference_ms for e in self.measured if e.reference_ms is not None)
+        return Spread(references) if references else None
+
+    @property
+    def drift(self) -> float | None:
+        """The slowest reference over the fastest: how far the machine's speed moved during the run."""
+        speed = self.speed
+        return speed.max / speed.min if speed is not None and speed.min > 0 else None
 
     @property
     def frontier(self) -> list[Evaluation]:

@@ -5,8 +5,10 @@ version is published into a temporary repository, served by a `tritonserver` on 
 and each configuration is applied there (:mod:`nexus.tune.probe`). The search is Model Analyzer's
 quick search (:func:`nexus.tune.search.hill_climb`) from the default configuration; each point's score
 is the open-loop rate it serves under the target (:mod:`nexus.tune.rates`). The search's best
-is measured twice more, and so are the next best within 20 % of it while the budget allows; the highest
-median wins, so one lucky or unlucky window does not decide, and the report shows the spread here.
+is measured twice more, and so are the next best within 20 % of it while the budget allows, in rounds;
+the highest median wins, so one lucky or unlucky window does not decide, and the report shows the
+spread here. Beside every search the machine's speed is measured (:mod:`nexus.tune.reference`), so a
+run says when the machine itself changed under it.
 """
 
 from __future__ import annotations
@@ -205,19 +207,26 @@ def tune(project: Project, settings: TuneSettings, hooks: TuneHooks | None = Non
 
 def measure_again(session: Session, best: Evaluation, reruns: int) -> list[Contender]:
     """The search's best and up to :data:`CONTENDERS` - 1 others within :data:`CONTENDER_SHARE` of it, each
-    searched ``reruns`` more times: the search's best always (its time is reserved), the others while the
-    budget allows. One window's luck decided the search's order; the medians decide the winner."""
+    searched ``reruns`` more times: the search's best always (its time is reserved), the others as far as the
+    budget allows. One window's luck decided the search's order; the medians decide the winner.
+
+    The searches go in rounds (A B C, A B C), not one contender after another: the machine's speed drifts
+    over minutes (:mod:`nexus.tune.reference`), and in rounds a drift falls on every contender alike.
+    """
     if best.served <= 0 or reruns == 0:
         return []
     bar = CONTENDER_SHARE * best.served
     near = sorted(
         (e for e in session.evaluations if e is not best and not e.coarse and e.served >= bar), key=lambda e: -e.served
     )
-    contenders: list[Contender] = []
-    for evaluation in [best, *near[: CONTENDERS - 1]]:
-        if contenders and not session.time_for_reruns(reruns):
+    contenders = [Contender(best)]
+    for evaluation in near[: CONTENDERS - 1]:
+        if not session.time_for_reruns(len(contenders) + 1, reruns):
             break
-        contenders.append(Contender(evaluation, [session.remeasure(evaluation) for _ in range(reruns)]))
+        contenders.append(Contender(evaluation))
+    for _ in range(reruns):
+        for contender in contenders:
+            contender.reruns.append(session.remeasure(contender.evaluation))
     return contenders
 
 
@@ -243,6 +252,8 @@ def _tuned(project: Project, result: TuneResult) -> dict[str, object]:
     return {
         "target": {"percentile": result.target.percentile, "ms": result.target.ms},
         "served_rate": round(spread.median, 1),
+        # the machine's speed during the run: a later run at another speed is not comparable with this one
+        "reference_ms": None if result.speed is None else round(result.speed.median, 3),
         "spread": {"min": round(spread.min, 1), "median": round(spread.median, 1), "max": round(spread.max, 1)},
         "version": result.version.version,
         "commit": result.version.commit_hash,

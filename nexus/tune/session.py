@@ -12,6 +12,7 @@ from nexus.serving.model_config import ServingOptions
 from nexus.serving.server import TritonServer
 from nexus.tune.probe import Candidates, Windows, Workload, burst_connections, measure_rate
 from nexus.tune.rates import Probe, estimate_capacity, passes, rate_search
+from nexus.tune.reference import reference_ms
 from nexus.tune.results import Evaluation
 from nexus.tune.target import Target
 
@@ -108,6 +109,7 @@ class Session:
             self._done(evaluation)
             return evaluation
         start = time.monotonic()
+        evaluation.reference_ms = self.reference()
         known = [e.capacity for e in self.evaluations if e.capacity > 0]
         connections = burst_connections(options, self.version)
 
@@ -142,9 +144,14 @@ class Session:
         again = Evaluation(winner.options, capacity=winner.capacity)
         again.load_s = self.candidates.apply(winner.options)
         start = time.monotonic()
+        again.reference_ms = self.reference()
         self.search(again, first=winner.served if winner.served > 0 else None)
         again.measure_s = time.monotonic() - start
         return again
+
+    def reference(self) -> float | None:
+        """The machine's speed now: one batch-of-one forward pass, in ms (:mod:`nexus.tune.reference`)."""
+        return reference_ms(self.candidates.url, self.version.model_name, self.workload)
 
     def _done(self, evaluation: Evaluation) -> None:
         self.evaluations.append(evaluation)
@@ -157,10 +164,14 @@ class Session:
         done = [e for e in self.evaluations if e.error is None] or [Evaluation(ServingOptions())]
         return sum(e.load_s for e in done) / len(done), sum(e.measure_s for e in done) / len(done)
 
-    def time_for_reruns(self, reruns: int) -> bool:
-        """Whether loading one configuration again and ``reruns`` more searches of it fit the budget."""
+    def time_for_reruns(self, contenders: int, reruns: int) -> bool:
+        """Whether ``reruns`` more searches of each of ``contenders`` configurations, in rounds, fit the budget.
+
+        In rounds, each search loads its configuration again (one load in all for a single contender).
+        """
         load, measure = self.mean_cost()
-        return time.monotonic() + load + reruns * measure <= self.deadline
+        loads = contenders * reruns if contenders > 1 else 1
+        return time.monotonic() + loads * load + contenders * reruns * measure <= self.deadline
 
     def time_for_another(self, reruns: int) -> bool:
         """Whether one more evaluation, and then ``reruns`` of the winner (and loading it again), fit the budget."""
