@@ -23,7 +23,7 @@ import pytest
 
 from helpers import GitRepo, free_port
 from nexus.loadtest import OpenLoopSettings, PriorityShare, run_open_loop
-from nexus.loadtest.wire import check_response, infer_request, parse_response
+from nexus.loadtest.wire import check_response, exchange, infer_request, parse_response
 from nexus.serving.model_config import ServingOptions
 from nexus.serving.predict import predict
 from nexus.serving.server import TritonServer
@@ -94,10 +94,7 @@ def raw_high(server: TritonServer, priority: int | None) -> Callable[[], None]:
 
     def send() -> None:
         with socket.create_connection((server.host, server.http_port), timeout=60) as sock:
-            sock.sendall(request)
-            buffer = b""
-            while (response := parse_response(buffer)) is None:
-                buffer += sock.recv(1 << 16)
+            buffer, response = exchange(sock, request)
             assert check_response(buffer, response, OUTPUT_BYTES) is None
 
     return send

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from helpers import GitRepo, free_port
-from nexus.loadtest.wire import check_response, infer_request, parse_response
+from nexus.loadtest.wire import check_response, exchange, infer_request
 from nexus.serving.admin import TritonAdmin
 from nexus.serving.model_config import ServingOptions
 from nexus.serving.server import TritonServer
@@ -46,10 +46,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TritonSer
 def send(server: TritonServer, batch: int) -> None:
     x = {"x": np.ones((batch, 256), np.float32)}
     with socket.create_connection((server.host, server.http_port), timeout=30) as sock:
-        sock.sendall(infer_request(server.host, server.http_port, "slow", x, ["output"]))
-        buffer = b""
-        while (response := parse_response(buffer)) is None:
-            buffer += sock.recv(65536)
+        buffer, response = exchange(sock, infer_request(server.host, server.http_port, "slow", x, ["output"]))
         assert check_response(buffer, response, OUTPUT_BYTES * batch) is None
 
 

@@ -10,6 +10,7 @@ after the answer's JSON header.
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -122,3 +123,22 @@ def check_response(buffer: bytes, response: Response, output_bytes: int | None) 
     if output_bytes is not None and got != output_bytes:
         return f"expected {output_bytes} output bytes, got {got}"
     return None
+
+
+def exchange(sock: socket.socket, request: bytes) -> tuple[bytes, Response]:
+    """Send ``request`` on a keep-alive socket and read its whole answer (blocking, the socket's timeout).
+
+    Returns the bytes read and where the answer lies in them (check it with :func:`check_response`).
+
+    Raises:
+        LoadTestError: the connection closed before a whole answer.
+        OSError: the socket failed or timed out (``TimeoutError``, ``ConnectionResetError``, ...).
+    """
+    sock.sendall(request)
+    buffer = b""
+    while (response := parse_response(buffer)) is None:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise LoadTestError("the connection closed before an answer")
+        buffer += chunk
+    return buffer, response

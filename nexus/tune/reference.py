@@ -17,7 +17,7 @@ import time
 from urllib.parse import urlsplit
 
 from nexus.errors import LoadTestError, TritonError
-from nexus.loadtest.wire import check_response, infer_request, parse_response
+from nexus.loadtest.wire import check_response, exchange, infer_request
 from nexus.serving.admin import TritonAdmin
 from nexus.serving.endpoints import http_url
 from nexus.tune.probe import Workload
@@ -54,18 +54,8 @@ def reference_ms(url: str, model: str, workload: Workload, seconds: float = 0.5,
 
 
 def _one(sock: socket.socket, body: bytes, output_bytes: int | None) -> None:
-    """Send one request and read its whole answer.
-
-    Raises:
-        LoadTestError: the answer is not a good one, or the connection closed.
-    """
-    sock.sendall(body)
-    buffer = b""
-    while (response := parse_response(buffer)) is None:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise LoadTestError("Triton closed the connection")
-        buffer += chunk
+    """One request and its whole answer, which must be a good one (else :class:`LoadTestError`)."""
+    buffer, response = exchange(sock, body)
     problem = check_response(buffer, response, output_bytes)
     if problem is not None:
         raise LoadTestError(problem)

@@ -19,7 +19,8 @@ import numpy as np
 from fleet.endpoints import Router
 from fleet.pods import Pod
 from fleet.world import INPUT, MODEL, SAMPLE, World
-from nexus.loadtest.wire import infer_request, parse_response
+from nexus.errors import LoadTestError
+from nexus.loadtest.wire import exchange, infer_request
 
 
 @dataclass(frozen=True)
@@ -101,13 +102,10 @@ class Load:
             conn = connections.get(pod)
             if conn is None:
                 conn = connections[pod] = socket.create_connection(("127.0.0.1", pod.http_port), timeout=self.timeout)
-            conn.sendall(infer_request("127.0.0.1", pod.http_port, MODEL, {INPUT: SAMPLE}, [self.world.output]))
-            buffer = b""
-            while (response := parse_response(buffer)) is None:
-                chunk = conn.recv(65536)
-                if not chunk:
-                    return failed("connection closed before an answer")
-                buffer += chunk
+            request = infer_request("127.0.0.1", pod.http_port, MODEL, {INPUT: SAMPLE}, [self.world.output])
+            buffer, response = exchange(conn, request)
+        except LoadTestError as e:
+            return failed(str(e))
         except ConnectionRefusedError:
             return failed("connection refused")
         except ConnectionResetError:
