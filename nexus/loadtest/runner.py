@@ -157,12 +157,11 @@ def locust_command(settings: LoadTestSettings, prefix: Path) -> list[str]:
 
 def check_model(admin: TritonAdmin, settings: LoadTestSettings) -> dict[str, Any]:
     """The config of the model under test, once it is ready and takes ``settings.batch_size`` samples a request."""
-    serving = admin.ready_config(settings.model)
-    if serving is None:
+    config = admin.ready_config(settings.model)
+    if config is None:
         raise LoadTestError(
             f"model {settings.model!r} is not ready on {admin.url}; publish it and check `nexus status`"
         )
-    config = serving[1]
     max_batch = int(config.get("max_batch_size", 0))
     if settings.batch_size > max(max_batch, 1):
         raise LoadTestError(

@@ -87,7 +87,7 @@ class ConfigMatcher:
                 if serving is None:
                     found.append(f"{model.name}: no version is READY")
                     continue
-                served = json_format.ParseDict(serving[1], ModelConfig(), ignore_unknown_fields=True)
+                served = json_format.ParseDict(serving, ModelConfig(), ignore_unknown_fields=True)
             except (TritonError, json_format.ParseError) as e:
                 found.append(f"{model.name}: Triton's config cannot be read ({e})")
                 continue

@@ -190,8 +190,8 @@ class TritonAdmin:
         config: dict[str, Any] = self._json(f"config of {model} on {self.url}", path)
         return config
 
-    def ready_config(self, model: str, tries: int = 3) -> tuple[int, dict[str, Any]] | None:
-        """The newest READY version of ``model`` and the config it serves; None when no version is READY.
+    def ready_config(self, model: str, tries: int = 3) -> dict[str, Any] | None:
+        """The config the newest READY version of ``model`` serves; None when no version is READY.
 
         Asked by version, so a hand-over from one version to the next (when the unversioned path may
         answer 404) is no matter; a version unloaded between the two calls is asked again.
@@ -199,13 +199,13 @@ class TritonAdmin:
         for attempt in range(tries):
             ready = self.ready_versions(model)
             if not ready:
-                return None
+                break
             try:
-                return ready[-1], self.model_config(model, ready[-1])
+                return self.model_config(model, ready[-1])
             except TritonRequestError:
                 if attempt == tries - 1:
                     raise
-        return None  # pragma: no cover - the loop returns or raises
+        return None
 
     def stats(self, model: str) -> ModelCounters:
         """Cumulative counters for ``model`` since it was loaded."""

@@ -90,12 +90,12 @@ def model_status(
             live = admin.ready_versions(name)
             serving = admin.ready_config(name) if live else None
             if serving is not None:
-                stale.append(stale_number(record, SERVER, Served.from_triton(serving[1])))
+                stale.append(stale_number(record, SERVER, Served.from_triton(serving)))
             if admin.model_versions(name) is not None:
                 counters = admin.stats(name)
                 averages, failed = _averages(counters), counters.failure
                 if triton_pid is not None and serving is not None:
-                    dead = dead_stubs(serving[1], name, triton_pid)
+                    dead = dead_stubs(serving, name, triton_pid)
         version = published.version if published else None
         problems = [s.describe() for s in stale if s is not None]
         statuses.append(
