@@ -53,7 +53,9 @@ def test_a_release_whose_model_fails_to_load_never_takes_traffic(fleet_on_old: H
     harness = fleet_on_old
     old_pods = list(harness.fleet.pods)
     with Load(harness.router, world) as load:
-        stalled = harness.fleet.rollout(harness.spec(world.broken), progress_deadline=15)
+        # longer than a good pod's start (about 17 s here, more on a busy machine): the broken pod has time to
+        # start, fail to parse its config and be restarted, so the stall is the release's, not the clock's
+        stalled = harness.fleet.rollout(harness.spec(world.broken), progress_deadline=30)
         broken = [p for p in harness.fleet.pods if p.release == world.broken.id]
         time.sleep(1)
     outcomes = load.snapshot()
