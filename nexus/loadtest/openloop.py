@@ -25,7 +25,6 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import numpy as np
 import numpy.typing as npt
@@ -33,8 +32,7 @@ import numpy.typing as npt
 from nexus.errors import LoadTestError
 from nexus.loadtest.pool import Pool
 from nexus.loadtest.sender import Sender
-from nexus.loadtest.wire import infer_request
-from nexus.serving.endpoints import http_url
+from nexus.loadtest.wire import infer_request, plain_http_address
 
 
 @dataclass(frozen=True)
@@ -92,11 +90,7 @@ class OpenLoopSettings:
 
     @property
     def address(self) -> tuple[str, int]:
-        url = http_url(self.server)
-        if url.startswith("https://"):
-            raise LoadTestError(f"the open-loop client speaks plain HTTP, not {url}; give an http:// address")
-        parts = urlsplit(url)
-        return parts.hostname or "127.0.0.1", parts.port or 80
+        return plain_http_address(self.server)
 
     @property
     def priorities(self) -> list[int | None]:

@@ -13,15 +13,30 @@ import json
 import socket
 from collections.abc import Mapping
 from typing import Any, NamedTuple
+from urllib.parse import urlsplit
 
 import numpy as np
 import numpy.typing as npt
 
 from nexus.errors import LoadTestError
+from nexus.serving.endpoints import http_url
 from nexus.tensors import DTYPES
 
 #: numpy dtype names -> KServe v2 data types.
 DATATYPES = {d.numpy: d.triton for d in DTYPES.values() if d.numpy}
+
+
+def plain_http_address(server: str) -> tuple[str, int]:
+    """`host:port` or `http://host:port` -> (host, port) for a raw socket.
+
+    Raises:
+        LoadTestError: an https:// address (these clients speak plain HTTP).
+    """
+    url = http_url(server)
+    if url.startswith("https://"):
+        raise LoadTestError(f"the open-loop client speaks plain HTTP, not {url}; give an http:// address")
+    parts = urlsplit(url)
+    return parts.hostname or "127.0.0.1", parts.port or 80
 
 
 def infer_request(

@@ -207,9 +207,13 @@ class TritonAdmin:
                     raise
         return None
 
+    def _stats(self, model: str) -> dict[str, Any]:
+        stats: dict[str, Any] = self._json(f"statistics of {model} on {self.url}", f"/v2/models/{model}/stats")
+        return stats
+
     def stats(self, model: str) -> ModelCounters:
         """Cumulative counters for ``model`` since it was loaded."""
-        return ModelCounters.parse(self._json(f"statistics of {model} on {self.url}", f"/v2/models/{model}/stats"))
+        return ModelCounters.parse(self._stats(model))
 
     def batch_compute(self, model: str, size: int) -> tuple[int, int]:
         """(executions, compute ns) of ``model``'s batches of exactly ``size`` since it was loaded (all versions).
@@ -217,9 +221,8 @@ class TritonAdmin:
         Triton's ``batch_stats`` time the model's execute call per executed batch size, so this is the
         model's own compute for that size, without the queue or the request's input and output handling.
         """
-        stats = self._json(f"statistics of {model} on {self.url}", f"/v2/models/{model}/stats")
         executions = ns = 0
-        for entry in stats.get("model_stats", []):
+        for entry in self._stats(model).get("model_stats", []):
             for batch in entry.get("batch_stats", []):
                 if int(batch.get("batch_size", 0)) == size:
                     infer = batch.get("compute_infer", {})

@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import socket
 import time
-from urllib.parse import urlsplit
 
 from nexus.errors import LoadTestError, TritonError
-from nexus.loadtest.wire import check_response, exchange, infer_request
+from nexus.loadtest.wire import check_response, exchange, infer_request, plain_http_address
 from nexus.serving.admin import TritonAdmin
-from nexus.serving.endpoints import http_url
 from nexus.tune.probe import Workload
 
 #: Requests sent before the counters are read: a model just loaded is slow on its first calls.
@@ -34,10 +32,9 @@ def reference_ms(url: str, model: str, workload: Workload, seconds: float = 0.5,
     None when it could not be measured (a request failed, or too few ran); the tuner goes on without it.
     """
     admin = TritonAdmin(url)
-    split = urlsplit(http_url(url))
-    host, port = split.hostname or "127.0.0.1", split.port or 80
-    body = infer_request(host, port, model, workload.inputs, workload.outputs)
     try:
+        host, port = plain_http_address(url)
+        body = infer_request(host, port, model, workload.inputs, workload.outputs)
         with socket.create_connection((host, port), timeout=timeout) as sock:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             for _ in range(WARMUP_REQUESTS):
