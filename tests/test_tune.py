@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -281,6 +282,20 @@ def test_a_probe_passes_only_without_errors_late_sends_or_a_shortfall() -> None:
     assert not passes(Probe(1000, 990, 2.0, 2000, 0, 0, 3, 5, math.nan, math.nan), 10)  # nothing answered
 
 
+def test_a_probe_is_compared_with_what_its_draw_scheduled_not_with_the_offered_mean() -> None:
+    # 50/s for 4 s is 200 requests on average; one seeded draw gives what it gives, in every window
+    def window(scheduled: int, answered: int) -> Probe:
+        return Probe(50, answered / 4.0, 4.0, scheduled, 0, 0, 3, 5, 9, 9, scheduled=scheduled)
+
+    assert passes(window(150, 150), 20)  # the draw fell 25 % under the mean, and all of it came back
+    assert passes(window(150, 146), 20)  # short by what a 20 ms target leaves in flight at the end
+    assert not passes(window(240, 200), 20)  # 40 of 240 never came back, though 200 is the mean
+    assert not passes(window(150, 140), 20)
+    # without the count, the mean and three Poisson sigmas (44 requests) decide: both the other way round
+    assert not passes(replace(window(150, 150), scheduled=None), 20)
+    assert passes(replace(window(240, 200), scheduled=None), 20)
+
+
 # --- targets ----------------------------------------------------------------------------------
 
 
@@ -441,6 +456,12 @@ def test_quick_tune_measures_on_a_real_triton_reports_and_records_what_publish_t
         rows = list(csv.DictReader(f))
     assert {"search", "rerun"} <= {r["stage"] for r in rows}
     assert all(r["offered"] and r["p99_ms"] is not None for r in rows)
+    # every window is judged against what its draw scheduled (the Poisson count, not the offered mean)
+    assert all(int(r["scheduled"]) > 0 for r in rows)
+    windows = [p for e in results["evaluations"] for p in e["probes"] if p["latency_ms"] is not None]
+    assert windows
+    for w in windows:
+        assert w["passed"] == passes(Probe(**{k: v for k, v in w.items() if k != "passed"}), 50.0)
     try:
         import matplotlib  # noqa: F401
     except ImportError:

@@ -121,6 +121,7 @@ def measure_rate(
         latency_ms=result.latency.at(percentile),
         avg_batch=delta.average_batch,
         first_error=result.first_error,
+        scheduled=result.scheduled,
     )
 
 

@@ -20,8 +20,9 @@ from nexus.tune.results import Evaluation, TuneResult
 
 PLOT_HINT = "pip install 'nexusml[tune]' for frontier.png"
 CSV_FIELDS = [
-    "config", "instances", "max_batch_size", "policy", "max_queue_delay_us", "stage", "offered", "achieved",
-    "sent", "late", "errors", "p50_ms", "p90_ms", "p99_ms", "latency_ms", "avg_batch", "passed", "reference_ms",
+    "config", "instances", "max_batch_size", "policy", "max_queue_delay_us", "stage", "offered", "scheduled",
+    "achieved", "sent", "late", "errors", "p50_ms", "p90_ms", "p99_ms", "latency_ms", "avg_batch", "passed",
+    "reference_ms",
 ]  # fmt: skip
 
 
@@ -128,7 +129,8 @@ def _rows(e: Evaluation, stage: str, probes: list[Probe], target_ms: float) -> l
         {
             "config": e.label, "instances": o.instances, "max_batch_size": o.max_batch_size, "policy": o.policy,
             "max_queue_delay_us": o.max_queue_delay_us, "stage": stage, "offered": round(p.offered, 2),
-            "achieved": round(p.achieved, 2), "sent": p.sent, "late": p.late, "errors": p.errors,
+            "scheduled": "" if p.scheduled is None else p.scheduled, "achieved": round(p.achieved, 2),
+            "sent": p.sent, "late": p.late, "errors": p.errors,
             "p50_ms": _ms(p.p50_ms), "p90_ms": _ms(p.p90_ms), "p99_ms": _ms(p.p99_ms), "latency_ms": _ms(p.latency_ms),
             "avg_batch": "" if p.avg_batch is None else round(p.avg_batch, 2),
             "passed": "" if stage == "capacity" else passes(p, target_ms),
