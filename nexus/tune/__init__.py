@@ -12,8 +12,10 @@ It imports the foundation, `nexus.registry`, `nexus.serving` and `nexus.loadtest
 """
 
 from nexus.tune.results import Evaluation, TuneResult
-from nexus.tune.run import TuneSettings, tune
+from nexus.tune.run import tune
 from nexus.tune.session import TuneHooks
+from nexus.tune.settings import TuneSettings
+from nexus.tune.side_by_side import side_by_side
 from nexus.tune.target import Target, parse_latency, parse_target, target_from_options
 
 __all__ = [
@@ -24,6 +26,7 @@ __all__ = [
     "TuneSettings",
     "parse_latency",
     "parse_target",
+    "side_by_side",
     "target_from_options",
     "tune",
 ]

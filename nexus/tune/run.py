@@ -1,8 +1,8 @@
 """`nexus tune` as one library call: serve the model on a Triton of its own, climb the grid, confirm, report, record.
 
 The user's repository and running server are never touched (except with ``apply_to``): the stored
-version is published into a temporary repository, served by a `tritonserver` on free loopback ports,
-and each configuration is applied there (:mod:`nexus.tune.probe`). The search is Model Analyzer's
+version is served by a `tritonserver` of the tuner's own (:mod:`nexus.tune.own_triton`), and each
+configuration is applied there (:mod:`nexus.tune.probe`). The search is Model Analyzer's
 quick search (:func:`nexus.tune.search.hill_climb`) from the default configuration; each point's score
 is the open-loop rate it serves under the target (:mod:`nexus.tune.rates`). The search's best
 is measured twice more, and so are the next best within 20 % of it while the budget allows, in rounds;
@@ -13,92 +13,25 @@ run says when the machine itself changed under it.
 
 from __future__ import annotations
 
-import socket
-import tempfile
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
-from nexus.errors import TargetUnreachableError, TuneError
-from nexus.names import validate_model_name
+from nexus.errors import TargetUnreachableError
 from nexus.registry import Project
 from nexus.serving.model_config import ServingOptions
-from nexus.serving.publish import render_version
-from nexus.serving.repository import ModelRepository
-from nexus.serving.server import TritonServer
 from nexus.serving.tuned import record, recorded_options
-from nexus.tune.probe import Candidates, Windows, Workload
+from nexus.tune.own_triton import own_triton
 from nexus.tune.report import write_report
 from nexus.tune.results import Contender, Evaluation, Machine, TuneResult, choose
 from nexus.tune.search import Point, hill_climb
-from nexus.tune.session import SearchShape, Session, TuneHooks
-from nexus.tune.space import FULL_SPACE, QUICK_SPACE, Space, canonical, grid, options_at, start_point
+from nexus.tune.session import Session, TuneHooks
+from nexus.tune.settings import TuneSettings
+from nexus.tune.space import Space, canonical, grid, options_at, start_point
 from nexus.tune.target import Target
 
-#: Measurements of the winner in all: the search's, and this many less one again.
-MEASUREMENTS = 3
 #: Configurations measured again after the search: its best, and the next ones within the share below of it.
 CONTENDERS = 3
 CONTENDER_SHARE = 0.8
-
-
-@dataclass(frozen=True)
-class TuneSettings:
-    """What `nexus tune` runs.
-
-    Attributes:
-        budget: seconds for the whole run (start-up and the winner's reruns included); default 10
-            minutes, 2 with ``quick``. The search stops once another configuration would not fit.
-        quick: the smaller grid (:data:`~nexus.tune.space.QUICK_SPACE`), 1 s windows, a coarser rate search.
-        seconds: each rate window (default 2 s, quick 1 s), after a quarter of it as warm-up.
-        apply_to: a running server to hot-swap the winner into (`nexus publish` with the winner's options).
-        space: another grid (benchmarks, tests).
-        exhaustive: measure every configuration of the grid, each with the full rate search (a benchmark's
-            reference; the budget still applies), instead of climbing.
-        reruns: measurements of the winner after the search's (2: three in all).
-    """
-
-    model: str
-    target: Target
-    version: int | None = None
-    commit: str | None = None
-    budget: float | None = None
-    quick: bool = False
-    seconds: float | None = None
-    apply_to: str | None = None
-    record: bool = True
-    out: Path | None = None
-    space: Space | None = None
-    min_gain: float = 0.05
-    tritonserver: Path | None = None
-    exhaustive: bool = False
-    reruns: int = MEASUREMENTS - 1
-
-    def check(self) -> None:
-        validate_model_name(self.model)
-        if self.budget is not None and not self.budget > 0:
-            raise TuneError("the budget must be positive; write e.g. --budget 10m")
-        if self.reruns < 0:
-            raise TuneError("reruns must be 0 or more")
-        if self.seconds is not None and not self.seconds > 0:
-            raise TuneError("the window must be positive")
-
-    @property
-    def budget_s(self) -> float:
-        return self.budget if self.budget is not None else (120.0 if self.quick else 600.0)
-
-    @property
-    def grid(self) -> Space:
-        return self.space or (QUICK_SPACE if self.quick else FULL_SPACE)
-
-    def shape(self) -> SearchShape:
-        seconds = self.seconds or (1.0 if self.quick else 2.0)
-        # answers overdue by 10x the target (0.5 s at least) are errors: an overloaded window ends soon
-        timeout = min(10.0, max(0.5, self.target.ms / 100))
-        windows = Windows(seconds, seconds / 4, timeout)
-        burst = Windows(max(0.5, seconds / 2), 0.25, 1.0)
-        return SearchShape(windows, burst, resolution=0.1 if self.quick else 0.05, max_probes=10 if self.quick else 13)
 
 
 def tune(project: Project, settings: TuneSettings, hooks: TuneHooks | None = None) -> TuneResult:
@@ -120,50 +53,29 @@ def tune(project: Project, settings: TuneSettings, hooks: TuneHooks | None = Non
     out = settings.out or project.root / ".nexus" / "tune"
     report = out / settings.model / date.strftime("%Y%m%dT%H%M%SZ")
     report.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="nexus-tune-") as tmp:
-        folder = Path(tmp) / "repository"
-        first = options_at(base, canonical(start, space, target))
-        published = render_version(project, version, ModelRepository(folder, str(folder)), first)
-        signature = ModelRepository(folder, str(folder)).read_published(settings.model)
-        if signature is None:  # pragma: no cover - it was just written
-            raise TuneError(f"{folder} holds no config for {settings.model}")
-        http_port, grpc_port, metrics_port = _free_ports(3)
-        server = TritonServer(
-            repository=str(folder),
-            http_port=http_port,
-            grpc_port=grpc_port,
-            metrics_port=metrics_port,
-            load_models=[settings.model],
-            log_file=report / "triton.log",  # kept with the report
-            binary=settings.tritonserver,
-        )
-        with server:
-            hooks.started(server.url)
-            artifact = Path(published.files[1]).name
-            candidates = Candidates(server.url, folder, version, signature.signature, artifact, published.config_text)
-            workload = Workload.of(signature.signature)
-            session = Session(candidates, workload, target, settings.shape(), deadline, hooks, server)
+    first = options_at(base, canonical(start, space, target))
+    with own_triton(project, settings, version, first, report, deadline, hooks) as session:
 
-            def score(point: Point) -> float:
-                best = max((e.served for e in session.evaluations), default=0.0)
-                beat = best * (1 + settings.min_gain) if best > 0 else None
-                return session.evaluate(options_at(base, point), beat).served
+        def score(point: Point) -> float:
+            best = max((e.served for e in session.evaluations), default=0.0)
+            beat = best * (1 + settings.min_gain) if best > 0 else None
+            return session.evaluate(options_at(base, point), beat).served
 
-            if settings.exhaustive:
-                stopped = _every_point(session, base, space, target, settings.reruns)
-                best = max(session.evaluations, key=lambda e: e.served)
-            else:
-                climb = hill_climb(
-                    space,
-                    start,
-                    score,
-                    min_gain=settings.min_gain,
-                    keep_going=lambda: session.time_for_another(settings.reruns),
-                    canonical=lambda p: canonical(p, space, target),
-                )
-                by_options = {e.options: e for e in session.evaluations}
-                best, stopped = by_options[options_at(base, climb.best)], climb.stopped
-            contenders = measure_again(session, best, settings.reruns)
+        if settings.exhaustive:
+            stopped = _every_point(session, base, space, target, settings.reruns)
+            best = max(session.evaluations, key=lambda e: e.served)
+        else:
+            climb = hill_climb(
+                space,
+                start,
+                score,
+                min_gain=settings.min_gain,
+                keep_going=lambda: session.time_for_another(settings.reruns),
+                canonical=lambda p: canonical(p, space, target),
+            )
+            by_options = {e.options: e for e in session.evaluations}
+            best, stopped = by_options[options_at(base, climb.best)], climb.stopped
+        contenders = measure_again(session, best, settings.reruns)
     chosen = choose(contenders) if contenders else Contender(best)
     winner = chosen.evaluation
     others = [c for c in contenders if c is not chosen]
@@ -261,15 +173,3 @@ def _tuned(project: Project, result: TuneResult) -> dict[str, object]:
         "date": result.date,
         "report": str(report) if report is not None else None,
     }
-
-
-def _free_ports(count: int) -> list[int]:
-    """``count`` distinct free loopback ports (held open together, so the kernel cannot hand one out twice)."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
