@@ -245,6 +245,30 @@ def test_the_contenders_are_as_many_as_the_budget_has_room_for_in_rounds() -> No
     assert choose(contenders).evaluation is found[1]
 
 
+def test_the_start_is_measured_again_beside_the_best_however_far_below_it_one_search_put_it() -> None:
+    # the start (what publish serves now) searched at 400, far under the 80 % bar; 950 is near the best
+    found = evaluations((32, 400, False), (64, 1000, False), (16, 950, False), (8, 900, False))
+    session = Reruns(found, {64: [610, 600], 32: [990, 1010], 16: [700, 720]})
+
+    contenders = measure_again(session, found[1], 2, incumbent=found[0])  # type: ignore[arg-type]
+
+    # the start takes the first place beside the best, then the nearest; 900 no longer fits in CONTENDERS
+    assert [c.evaluation for c in contenders] == [found[1], found[0], found[2]]
+    assert [o.max_batch_size for o in session.remeasured] == [64, 32, 16, 64, 32, 16]
+    assert choose(contenders).evaluation is found[0]  # the lucky challenger does not replace it
+
+
+def test_the_start_is_not_measured_twice_when_it_is_the_best_nor_when_it_served_nothing() -> None:
+    found = evaluations((32, 1000, False), (16, 950, False))
+    session = Reruns(found, {32: [900, 910], 16: [990, 995]})
+    contenders = measure_again(session, found[0], 2, incumbent=found[0])  # type: ignore[arg-type]
+    assert [c.evaluation for c in contenders] == found
+    failed = evaluations((32, 0, False), (16, 950, False))
+    session = Reruns(failed, {16: [990, 995]})
+    contenders = measure_again(session, failed[1], 2, incumbent=failed[0])  # type: ignore[arg-type]
+    assert [c.evaluation for c in contenders] == [failed[1]]
+
+
 def test_the_run_s_speed_is_every_search_s_reference_and_its_drift_the_slowest_over_the_fastest() -> None:
     searched = [
         Evaluation(ServingOptions(max_batch_size=b), served=100, reference_ms=r) for b, r in ((32, 2.0), (16, None))

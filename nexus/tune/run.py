@@ -4,10 +4,11 @@ The user's repository and running server are never touched (except with ``apply_
 version is served by a `tritonserver` of the tuner's own (:mod:`nexus.tune.own_triton`), and each
 configuration is applied there (:mod:`nexus.tune.probe`). The search is Model Analyzer's
 quick search (:func:`nexus.tune.search.hill_climb`) from the default configuration; each point's score
-is the open-loop rate it serves under the target (:mod:`nexus.tune.rates`). The search's best
-is measured twice more, and so are the next best within 20 % of it while the budget allows, in rounds;
-the highest median wins, so one lucky or unlucky window does not decide, and the report shows the
-spread here. Beside every search the machine's speed is measured (:mod:`nexus.tune.reference`), so a
+is the open-loop rate it serves under the target (:mod:`nexus.tune.rates`). The search's best is
+measured twice more, and so are the start (what `nexus publish` serves now, on the grid) and the next
+best within 20 % of it while the budget allows, in rounds; the highest median wins, so one lucky or
+unlucky window does not decide, a challenger has to beat the start in the same rounds, and the report
+shows the spread here. Beside every search the machine's speed is measured (:mod:`nexus.tune.reference`), so a
 run says when the machine itself changed under it.
 """
 
@@ -75,7 +76,8 @@ def tune(project: Project, settings: TuneSettings, hooks: TuneHooks | None = Non
             )
             by_options = {e.options: e for e in session.evaluations}
             best, stopped = by_options[options_at(base, climb.best)], climb.stopped
-        contenders = measure_again(session, best, settings.reruns)
+        incumbent = next((e for e in session.evaluations if e.options == first), None)
+        contenders = measure_again(session, best, settings.reruns, incumbent)
     chosen = choose(contenders) if contenders else Contender(best)
     winner = chosen.evaluation
     others = [c for c in contenders if c is not chosen]
@@ -117,10 +119,14 @@ def tune(project: Project, settings: TuneSettings, hooks: TuneHooks | None = Non
     return result
 
 
-def measure_again(session: Session, best: Evaluation, reruns: int) -> list[Contender]:
-    """The search's best and up to :data:`CONTENDERS` - 1 others within :data:`CONTENDER_SHARE` of it, each
-    searched ``reruns`` more times: the search's best always (its time is reserved), the others as far as the
-    budget allows. One window's luck decided the search's order; the medians decide the winner.
+def measure_again(
+    session: Session, best: Evaluation, reruns: int, incumbent: Evaluation | None = None
+) -> list[Contender]:
+    """The search's best and up to :data:`CONTENDERS` - 1 others, each searched ``reruns`` more times: the
+    search's best always (its time is reserved), the others as far as the budget allows. The others are the
+    ``incumbent`` first (the search's start, what the model is published with now: a challenger has to beat
+    it in the same rounds, however far below it one search put it), then those within :data:`CONTENDER_SHARE` of the
+    best. One window's luck decided the search's order; the medians decide the winner.
 
     The searches go in rounds (A B C, A B C), not one contender after another: the machine's speed drifts
     over minutes (:mod:`nexus.tune.reference`), and in rounds a drift falls on every contender alike.
@@ -131,6 +137,8 @@ def measure_again(session: Session, best: Evaluation, reruns: int) -> list[Conte
     near = sorted(
         (e for e in session.evaluations if e is not best and not e.coarse and e.served >= bar), key=lambda e: -e.served
     )
+    if incumbent is not None and incumbent is not best and incumbent.served > 0 and not incumbent.coarse:
+        near = [incumbent, *(e for e in near if e is not incumbent)]
     contenders = [Contender(best)]
     for evaluation in near[: CONTENDERS - 1]:
         if not session.time_for_reruns(len(contenders) + 1, reruns):
