@@ -88,9 +88,13 @@ class TargetRun:
         """The rate the grid measured for ``result``'s winner."""
         return next((e.served for e in self.grid.evaluations if e.options == result.winner.options), 0.0)
 
+    def contender(self, result: TuneResult) -> Contender:
+        """``result``'s winner in the side-by-side rounds."""
+        return next(c for c in self.compared if c.evaluation.options == result.winner.options)
+
     def side_by_side(self, result: TuneResult) -> float:
         """The median rate, in the side-by-side rounds, of ``result``'s winner."""
-        return next(c.spread.median for c in self.compared if c.evaluation.options == result.winner.options)
+        return self.contender(result).spread.median
 
     @property
     def best_side_by_side(self) -> float:
@@ -191,7 +195,7 @@ def report(runs: list[TargetRun | str], environment: dict[str, str]) -> str:
         + "; ".join(f"{k}: {v}" for k, v in environment.items())
         + ".",
         "",
-        f"| target | grid best | side by side, median of {ROUNDS} rounds: grid best; each run's pick "
+        f"| target | grid best | side by side, median (range) of {ROUNDS} rounds: grid best; each run's pick "
         "| pick / best | picks' spread | tuner s / grid s | each run's own median (the grid's one search) "
         "| machine speed, ms (grid; runs; side by side) |",
         "| --- | --- | --- | ---: | ---: | ---: | --- | --- |",
@@ -200,10 +204,9 @@ def report(runs: list[TargetRun | str], environment: dict[str, str]) -> str:
         if isinstance(run, str):
             lines.append(run)
             continue
-        best = run.compared[0]
         lines.append(
-            f"| {run.target} | {run.grid.winner.label} | {best.spread.median:,.0f}; "
-            + "; ".join(f"{r.winner.label}: {run.side_by_side(r):,.0f}" for r, _ in run.tuned)
+            f"| {run.target} | {run.grid.winner.label} | {_rounds(run.compared[0])}; "
+            + "; ".join(f"{r.winner.label}: {_rounds(run.contender(r))}" for r, _ in run.tuned)
             + f" | {run.pick_share:.0%} (worst) | {run.picks_spread:.0%} | {run.time_share:.0%} | "
             + "; ".join(f"{r.spread.median:,.0f} ({run.grid_rate(r):,.0f})" for r, _ in run.tuned)
             + f" | {_speed(run.grid, ranged=True)}; {', '.join(_speed(r) for r, _ in run.tuned)}; "
@@ -246,6 +249,12 @@ def verdicts(runs: list[TargetRun | str]) -> list[str]:
         )  # fmt: skip
         lines += [f"- {run.target}: {name}: **{'met' if ok else 'missed'}** ({why})" for name, ok, why in checks]
     return lines
+
+
+def _rounds(contender: Contender) -> str:
+    """A contender's median over the side-by-side rounds, its range beside it."""
+    spread = contender.spread
+    return f"{spread.median:,.0f} ({spread.min:,.0f}-{spread.max:,.0f})"
 
 
 def _compared_speed(compared: list[Contender]) -> str:
