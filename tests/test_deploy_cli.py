@@ -80,7 +80,9 @@ def test_a_release_deploys_to_kubernetes_and_a_new_release_rolls_out_by_re_rende
     assert made.exit_code == 0, made.output
     second = list_releases(project).complete[-1]
     assert second.id != first.id
-    assert run("deploy", "k8s", second.id[:15], "--s3-endpoint", "http://minio.storage:9000", "--namespace", "ml")
+    # a unique prefix: the time and part of the digest (two releases can be made within one second)
+    rolled_out = run("deploy", "k8s", second.id[:20], "--s3-endpoint", "http://minio.storage:9000", "--namespace", "ml")
+    assert rolled_out.exit_code == 0, rolled_out.output
     rolled = by_kind(kustomize(folder))
     assert rolled["Deployment"]["spec"]["template"]["metadata"]["labels"][RELEASE_LABEL] == second.id
     assert rolled["Deployment"]["spec"]["selector"] == kinds["Deployment"]["spec"]["selector"]
