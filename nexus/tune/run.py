@@ -8,8 +8,8 @@ is the open-loop rate it serves under the target (:mod:`nexus.tune.rates`). The 
 measured twice more, and so are the start (what `nexus publish` serves now, on the grid) and the next
 best within 20 % of it while the budget allows, in rounds; the highest median wins, so one lucky or
 unlucky window does not decide, a challenger has to beat the start in the same rounds, and the report
-shows the spread here. Beside every search the machine's speed is measured (:mod:`nexus.tune.reference`), so a
-run says when the machine itself changed under it.
+shows the spread here. Beside every search the machine's speed is measured (:mod:`nexus.tune.reference`),
+so a run says when the machine itself changed under it.
 """
 
 from __future__ import annotations
@@ -51,8 +51,7 @@ def tune(project: Project, settings: TuneSettings, hooks: TuneHooks | None = Non
     space, target = settings.grid, settings.target
     start = start_point(space, target, base, version)
     date = datetime.now(UTC)
-    out = settings.out or project.root / ".nexus" / "tune"
-    report = out / settings.model / date.strftime("%Y%m%dT%H%M%SZ")
+    report = settings.report_folder(project.root, date)
     report.mkdir(parents=True, exist_ok=True)
     first = options_at(base, canonical(start, space, target))
     with own_triton(project, settings, version, first, report, deadline, hooks) as session:
@@ -125,8 +124,8 @@ def measure_again(
     """The search's best and up to :data:`CONTENDERS` - 1 others, each searched ``reruns`` more times: the
     search's best always (its time is reserved), the others as far as the budget allows. The others are the
     ``incumbent`` first (the search's start, what the model is published with now: a challenger has to beat
-    it in the same rounds, however far below it one search put it), then those within :data:`CONTENDER_SHARE` of the
-    best. One window's luck decided the search's order; the medians decide the winner.
+    it in the same rounds, however far below it one search put it), then those within
+    :data:`CONTENDER_SHARE` of the best. One window's luck decided the search's order; the medians decide the winner.
 
     The searches go in rounds (A B C, A B C), not one contender after another: the machine's speed drifts
     over minutes (:mod:`nexus.tune.reference`), and in rounds a drift falls on every contender alike.

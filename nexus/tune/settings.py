@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from nexus.errors import TuneError
@@ -72,3 +73,8 @@ class TuneSettings:
         windows = Windows(seconds, seconds / 4, timeout)
         burst = Windows(max(0.5, seconds / 2), 0.25, 1.0)
         return SearchShape(windows, burst, resolution=0.1 if self.quick else 0.05, max_probes=10 if self.quick else 13)
+
+    def report_folder(self, root: Path, when: datetime, suffix: str = "") -> Path:
+        """Where a run's files go: ``<out>/<model>/<UTC time><suffix>``, ``out`` by default ``<root>/.nexus/tune``."""
+        out = self.out or root / ".nexus" / "tune"
+        return out / self.model / (when.strftime("%Y%m%dT%H%M%SZ") + suffix)

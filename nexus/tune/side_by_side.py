@@ -49,8 +49,7 @@ def side_by_side(
         raise TuneError("give at least one configuration to compare")
     hooks = hooks or TuneHooks()
     version = project.resolve(settings.model, settings.version, settings.commit)
-    out = settings.out or project.root / ".nexus" / "tune"
-    folder = out / settings.model / (datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-side-by-side")
+    folder = settings.report_folder(project.root, datetime.now(UTC), "-side-by-side")
     folder.mkdir(parents=True, exist_ok=True)
     with own_triton(project, settings, version, distinct[0], folder, math.inf, hooks) as session:
         contenders = [Contender(session.evaluate(options)) for options in distinct]
