@@ -48,18 +48,23 @@ def _noop(_: int) -> None:
 
 def hash_file(path: Path, progress: Progress | None = None, limit: int | None = None) -> Digest:
     """The sha256 and size of a file (of its first ``limit`` bytes, if given)."""
+    with open(path, "rb", buffering=0) as f:
+        return _hash_open_file(f.fileno(), progress, limit)
+
+
+def _hash_open_file(fd: int, progress: Progress | None, limit: int | None) -> Digest:
+    """Hash an open file from its start with positioned reads (its offset is left alone)."""
     progress = progress or _noop
     h = hashlib.sha256()
     size = 0
     buf = bytearray(CHUNK)
     view = memoryview(buf)
-    with open(path, "rb", buffering=0) as f:
-        while (limit is None or size < limit) and (n := f.readinto(buf)):
-            if limit is not None:
-                n = min(n, limit - size)
-            h.update(view[:n])
-            size += n
-            progress(n)
+    while (limit is None or size < limit) and (n := os.preadv(fd, [buf], size)):
+        if limit is not None:
+            n = min(n, limit - size)
+        h.update(view[:n])
+        size += n
+        progress(n)
     return Digest(h.hexdigest(), size)
 
 
@@ -182,7 +187,9 @@ def copy_file_and_hash(src: Path, dst: BinaryIO, progress: Progress | None = Non
     """Copy the file ``src`` into the open file ``dst`` and return the digest of ``src``.
 
     The kernel copies while this thread hashes the source; afterwards the source's size and
-    modification time must be unchanged, else :class:`SourceChangedError` is raised. With
+    modification time must be unchanged, else :class:`SourceChangedError` is raised. Both read
+    the one open file, so another file renamed over ``src`` meanwhile (a second process filling
+    the same cache entry) changes neither the copy nor the hash. With
     ``fsync``, the copying thread flushes ``dst`` to disk as soon as it is done, overlapping the
     disk write with the rest of the hashing.
     """
@@ -206,14 +213,14 @@ def copy_file_and_hash(src: Path, dst: BinaryIO, progress: Progress | None = Non
         copier = threading.Thread(target=copy, name="nexus-kernel-copy", daemon=True)
         copier.start()
         try:
-            digest = hash_file(src, tick, limit=before.st_size)
+            digest = _hash_open_file(f.fileno(), tick, before.st_size)
         except _CopyFailed:
             pass
         finally:
             copier.join()
         if failure:
             raise failure[0]
-        after = src.stat()
+        after = os.fstat(f.fileno())
     if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns) or digest.size != before.st_size:
         raise SourceChangedError(f"{src} changed while it was copied; copy it again")
     return digest

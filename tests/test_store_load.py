@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,9 @@ from nexus.errors import (
     StorageError,
     VersionNotFoundError,
 )
+from nexus.hashing import CHUNK
 from nexus.registry import Project
+from nexus.registry.cache import ObjectCache
 from nexus.registry.metadata import META_FILE
 
 
@@ -354,6 +357,54 @@ def test_a_file_that_changes_while_it_is_stored_locally_is_refused(
         Project.open().store(model, "m", progress=keep_training)
     assert [p for p in store.rglob("*") if p.is_file()] == []
     assert not (repo.root / META_FILE).exists()
+
+
+def _cache_entry(tmp_path: Path, data: bytes) -> tuple[ObjectCache, str, Path]:
+    cache = ObjectCache(tmp_path / "cache")
+    sha = hashlib.sha256(data).hexdigest()
+    entry = cache.path(sha)
+    entry.parent.mkdir(parents=True)
+    entry.write_bytes(data)
+    return cache, sha, entry
+
+
+def test_a_cache_entry_replaced_by_another_process_while_it_is_copied_out_is_still_copied(tmp_path: Path) -> None:
+    # Two processes loading the same version both fetch it and rename their download onto the one
+    # cache entry; a copy out of the first file must not take the second rename for a change.
+    data = bytes(range(256)) * (3 * CHUNK // 256)  # three hashing chunks
+    cache, sha, entry = _cache_entry(tmp_path, data)
+    first_inode = entry.stat().st_ino
+    replaced: list[int] = []
+
+    def another_process_fetches(_: int) -> None:
+        if not replaced:
+            fresh = entry.with_name(".tmp-other")
+            fresh.write_bytes(data)
+            os.utime(fresh, ns=(1, 1))  # a different mtime, as a later download has
+            fresh.replace(entry)
+            replaced.append(entry.stat().st_ino)
+
+    out = tmp_path / "model.pt"
+    cache.copy_out(sha, len(data), out, progress=another_process_fetches)
+
+    assert replaced
+    assert replaced[0] != first_inode
+    assert out.read_bytes() == data
+
+
+def test_a_cache_entry_written_in_place_while_it_is_copied_out_is_refused(tmp_path: Path) -> None:
+    data = bytes(range(256)) * (3 * CHUNK // 256)
+    cache, sha, entry = _cache_entry(tmp_path, data)
+
+    def damage(_: int) -> None:
+        with entry.open("ab") as f:
+            f.write(b"appended in place")
+
+    out = tmp_path / "model.pt"
+    with pytest.raises(StorageError, match="written to while it was read, so it was dropped; load again"):
+        cache.copy_out(sha, len(data), out, progress=damage)
+    assert not out.exists()
+    assert not entry.exists()
 
 
 def test_a_cache_hit_never_opens_storage(

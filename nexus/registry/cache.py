@@ -20,8 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from nexus.atomic import temporary_sibling
-from nexus.errors import IntegrityError
-from nexus.hashing import Digest, Progress, copy_file_and_hash, kernel_copy
+from nexus.errors import IntegrityError, StorageError
+from nexus.hashing import Digest, Progress, SourceChangedError, copy_file_and_hash, kernel_copy
 from nexus.storage import Storage
 
 
@@ -92,12 +92,20 @@ class ObjectCache:
 
         Raises:
             IntegrityError: the cache entry is damaged; it is removed and ``output`` is untouched.
+            StorageError: something wrote to the cache entry while it was read; it is removed and
+                ``output`` is untouched.
             DiskFullError: ``output``'s filesystem has no room; ``output`` is untouched.
         """
         source = self.path(sha256)
         with temporary_sibling(output, size, "pass another -o PATH") as (tmp, out):
             if verify:
-                got = copy_file_and_hash(source, out, progress)
+                try:
+                    got = copy_file_and_hash(source, out, progress)
+                except SourceChangedError:
+                    source.unlink(missing_ok=True)
+                    raise StorageError(
+                        f"the cached copy {source} was written to while it was read, so it was dropped; load again"
+                    ) from None
                 try:
                     _verify(str(source), sha256, size, got)
                 except IntegrityError:
