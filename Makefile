@@ -24,6 +24,7 @@ lint: setup
 
 typecheck: setup
 	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy benchmarks  # the scripts import their _bench_* helpers by path, so a run of their own
 
 # pytest's script, not `python -m pytest`: -m would put the repository root, and its triton/ folder, on sys.path
 unit: setup

@@ -9,7 +9,8 @@ CONFIG_LABELS = {
     "delay0": "window, delay 0",
     "adaptive": "adaptive, 50 ms bound (the default)",
     "adaptive0": "adaptive, delay 0",
-    "prio": "adaptive, 2 priority levels",
+    "prio": "one instance, batches ≤ 4, 2 priority levels",
+    "noprio": "one instance, batches ≤ 4, no priorities",
 }
 
 

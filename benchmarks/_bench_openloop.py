@@ -26,12 +26,16 @@ FRACTIONS = (0.02, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
 QUICK_FRACTIONS = (0.05, 0.5, 1.0)
 #: The share of the priority row's requests sent at the top priority.
 TOP_SHARE = 0.05
-#: The priority row's offered rate over the capacity. Priorities only reorder what waits in Triton's
-#: queue, and at the capacity itself the queue rarely holds more than the next batch (then everyone is
-#: in it, whatever its priority): the row overloads the server so that a backlog builds, and lets the
-#: client open enough connections that the backlog waits in Triton, not in the client.
+#: The priority rows' offered rate over their server's capacity. Priorities only reorder what waits in
+#: Triton's queue, and at the capacity itself the queue rarely holds more than the next batch (then
+#: everyone is in it, whatever its priority): the rows overload the server so that a backlog builds, and
+#: let the client open enough connections that the backlog waits in Triton, not in the client.
 PRIORITY_LOAD = 1.3
 PRIORITY_CONNECTIONS = 4096
+#: The issue's bound on the default's open-loop p99 over the best config at the same rate.
+OPEN_MARGIN = 1.10
+#: The config whose open-loop p99 is held to :data:`OPEN_MARGIN` (NexusML's default).
+DEFAULT = "adaptive"
 
 
 @dataclass
@@ -50,6 +54,8 @@ class OpenRow:
     avg_batch: float
     stats: StatsDelta
     cpu: CpuUse
+    #: Every round's p99 when the rate was measured again in rounds (this row is the median round's).
+    p99_rounds: tuple[float, ...] = ()
 
     def summary(self) -> str:
         s = self.stats
@@ -68,8 +74,11 @@ class PriorityRow:
 
     model: str
     config: str
+    #: The capacity the offered rate was derived from (the priority server's, closed loop).
+    capacity: float
     offered: float
     achieved: float
+    late: int
     #: p99 of the top-priority share and of the rest (ms); with no priorities sent, the same share's.
     top_p99: float
     rest_p99: float
@@ -79,9 +88,22 @@ class PriorityRow:
     def summary(self) -> str:
         return (
             f"{self.model:4} {self.config:14} overloaded {self.offered:7,.0f} req/s offered, {self.achieved:7,.0f} "
-            f"achieved  top {TOP_SHARE:.0%} p99 {self.top_p99:8.2f} ms  rest p99 {self.rest_p99:8.2f} ms  "
-            f"errors {self.errors}"
+            f"achieved, {self.late} late  top {TOP_SHARE:.0%} p99 {self.top_p99:8.2f} ms  "
+            f"rest p99 {self.rest_p99:8.2f} ms  errors {self.errors}"
         )
+
+
+def default_misses(rows: list[OpenRow]) -> bool:
+    """Whether the default's p99 is over :data:`OPEN_MARGIN` times the best at one rate (``rows``)."""
+    default = next((r for r in rows if r.config == DEFAULT), None)
+    answered = [r.p99 for r in rows if r.errors == 0]
+    return default is not None and bool(answered) and default.p99 > OPEN_MARGIN * min(answered)
+
+
+def median_round(rounds: list[OpenRow]) -> OpenRow:
+    """One config's rows at one rate, measured in rounds: the median round's, with every round's p99."""
+    ranked = sorted(rounds, key=lambda r: r.p99)
+    return replace(ranked[len(ranked) // 2], p99_rounds=tuple(r.p99 for r in rounds))
 
 
 def rates(capacity: float, fractions: tuple[float, ...]) -> list[tuple[float, float]]:
@@ -156,8 +178,10 @@ def measure_priority(
     row = PriorityRow(
         model=reference.name,
         config=config,
+        capacity=rate,
         offered=result.offered_rate,
         achieved=result.achieved_rate,
+        late=result.late,
         top_p99=top_class,
         rest_p99=rest,
         top_requests=result.classes[1].completed if len(result.classes) > 1 else 0,

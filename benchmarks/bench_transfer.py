@@ -280,7 +280,7 @@ def make_model(path: Path, size_mib: int) -> Path:
             return x * self.weight[0]
 
     torch.manual_seed(0)
-    torch.jit.script(Blob(size_mib * (1 << 20) // 4)).save(str(path))
+    torch.jit.save(torch.jit.script(Blob(size_mib * (1 << 20) // 4)), str(path))
     return path
 
 
@@ -476,6 +476,9 @@ class Bench:
             for key in keys(model_name):
                 client.delete_object(Bucket=BUCKET, Key=key)
 
+        def delete_upload(rep: int) -> None:
+            client.delete_object(Bucket=BUCKET, Key=f"plain/upload-{rep}.pt")
+
         def get_object_to_file(_: int) -> None:
             body = client.get_object(Bucket=BUCKET, Key=stored_key())["Body"]
             with open(self.out, "wb") as f:
@@ -486,7 +489,7 @@ class Bench:
             "store": Case(
                 "boto3 upload_file",
                 lambda rep: client.upload_file(str(self.model), BUCKET, f"plain/upload-{rep}.pt"),
-                cleanup=lambda rep: client.delete_object(Bucket=BUCKET, Key=f"plain/upload-{rep}.pt"),
+                cleanup=delete_upload,
             ),
             "load": Case(
                 "boto3 download_file",

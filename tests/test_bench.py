@@ -76,11 +76,46 @@ def test_quick_bench_reports_every_config_and_concurrency_with_batches_formed(tm
     assert shares == {(c, share) for c in CONFIGS[2:] for share in QUICK_SHARES}, markdown
     assert all(r[4] == "0" for r in opened), "open-loop rows with errors"
     priority = table_rows(markdown, ("config", "offered req/s", "achieved", "marked share p99 ms"))
-    assert [r[0] for r in priority] == ["adaptive, 2 priority levels", "adaptive, 50 ms bound (the default)"]
+    assert [r[0] for r in priority] == [
+        "one instance, batches ≤ 4, 2 priority levels",
+        "one instance, batches ≤ 4, no priorities",
+    ]
+    assert all(r[-1] == "0" for r in priority), "priority rows with errors"
+    capacity, offered = (float(priority[0][i].replace(",", "")) for i in (1, 2))
+    assert offered == pytest.approx(1.3 * capacity, rel=0.02)
     for target in ("open loop below saturation", "saturated (closed loop, concurrency 32)",
                    "closed loop at concurrency 1", "concurrency 32:", "priorities under overload"):  # fmt: skip
         assert f"- {target}" in markdown, target
     assert (tmp_path / "batching.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_an_open_loop_rate_the_default_missed_is_judged_by_the_median_of_its_rounds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.syspath_prepend(str(BENCH.parent))
+    from _bench_client import StatsDelta
+    from _bench_cpu import CpuUse
+    from _bench_openloop import OpenRow, default_misses, median_round
+    from _bench_report import _open_table
+    from _bench_targets import targets
+
+    def row(config: str, p99: float) -> OpenRow:
+        return OpenRow("mlp", config, 0.5, 1000, 1000, 0, 0, p99 / 2, p99 / 1.2, p99, 4.0,
+                       StatsDelta(1, 1, 0, 0, 0, 0), CpuUse(0, 0, 0, 0, 0))  # fmt: skip
+
+    first = [row("adaptive", 12.0), row("window", 10.0)]  # the default 20 % over the best: measured again
+    assert default_misses(first)
+    assert not default_misses([row("adaptive", 10.9), row("window", 10.0)])
+    kept = [median_round([first[0], row("adaptive", 10.5), row("adaptive", 9.8)]),
+            median_round([first[1], row("window", 11.0), row("window", 10.2)])]  # fmt: skip
+    assert [(r.p99, r.p99_rounds) for r in kept] == [(10.5, (12.0, 10.5, 9.8)), (10.2, (10.0, 11.0, 10.2))]
+
+    table = "\n".join(_open_table(kept))
+    assert "| 10.50 (9.80-12.00) |" in table
+    (line,) = [x for x in targets("mlp", [], kept, [], {1: 500.0, 32: 5000.0}) if "open loop" in x]
+    assert "+3% over the best" in line
+    assert "medians of 3 rounds" in line
+    assert line.endswith("target within +10%: met)")
 
 
 def test_the_profile_hook_times_execute_and_the_forward_pass(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

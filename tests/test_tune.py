@@ -236,6 +236,27 @@ def test_the_search_best_and_near_ones_are_measured_again_and_the_highest_median
     assert [o.max_batch_size for o in session.remeasured] == [32, 16, 4, 32, 16, 4]
 
 
+def test_the_frontier_table_marks_the_start_as_what_publish_renders_now() -> None:
+    from rich.console import Console
+
+    from nexus.cli.tune import frontier_table
+
+    def rows(result: TuneResult) -> dict[str, str]:
+        console = Console(width=200, record=True)
+        console.print(frontier_table(result))
+        lines = console.export_text().splitlines()
+        return {served: next(line for line in lines if f" {served} " in line) for served in ("900", "1,000")}
+
+    start, better = evaluations((32, 900, False), (16, 1000, False))
+    beaten = rows(replace(tune_result([start, better], []), winner=better))
+    assert "the start: what publish renders now" in beaten["900"]
+    assert "winner" not in beaten["900"]
+    assert "winner" in beaten["1,000"]
+    assert "start" not in beaten["1,000"]
+    kept = rows(tune_result([start, better], []))
+    assert "winner, the start: what publish renders now" in kept["900"]
+
+
 def test_the_contenders_are_as_many_as_the_budget_has_room_for_in_rounds() -> None:
     found = evaluations((32, 1000, False), (16, 950, False), (4, 850, False))
     session = Reruns(found, {32: [900, 910], 16: [990, 995], 4: [1, 2]}, time_for=2)

@@ -116,12 +116,15 @@ def frontier_table(result: TuneResult) -> Table:
 
 
 def _note(result: TuneResult, e: Evaluation) -> str:
+    # the first evaluation is the start: what `nexus publish` renders now (a recorded pick, else the defaults)
+    start = "the start: what publish renders now" if e is result.evaluations[0] else ""
     if e is result.winner:
         s = result.spread
-        return f"winner ({s.min:,.0f}-{s.max:,.0f} over {len(s.rates)} runs)" if len(s.rates) > 1 else "winner"
+        winner = f"winner ({s.min:,.0f}-{s.max:,.0f} over {len(s.rates)} runs)" if len(s.rates) > 1 else "winner"
+        return f"{winner}, {start}" if start else winner
     if e.error:
         return f"did not load: {e.error}"
-    return "default" if e is result.evaluations[0] else ""
+    return start
 
 
 def _print_speed(result: TuneResult) -> None:

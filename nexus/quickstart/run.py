@@ -28,6 +28,7 @@ from rich.console import Console
 
 from nexus.errors import QuickstartError
 from nexus.quickstart.summary import Summary, print_summary
+from nexus.serving.server import free_ports
 
 MODEL = "digits"
 
@@ -265,14 +266,8 @@ def _ports() -> tuple[int, int, int]:
 
     if all(free(p) for p in (8000, 8001, 8002)):
         return 8000, 8001, 8002
-    chosen: list[int] = []
-    while len(chosen) < 3:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if port not in chosen:
-            chosen.append(port)
-    return chosen[0], chosen[1], chosen[2]
+    http, grpc, metrics = free_ports(3)
+    return http, grpc, metrics
 
 
 def check_folder(folder: Path) -> Path:

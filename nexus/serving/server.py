@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -57,6 +58,19 @@ def find_triton(binary: Path | None = None) -> TritonInstall:
         backend_files=base / "backends" / "python",
         stub=stub,
     )
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free loopback ports for a server's endpoints (held open together, so the
+    kernel cannot hand one out twice)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec

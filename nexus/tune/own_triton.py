@@ -8,7 +8,6 @@ both measure there.
 
 from __future__ import annotations
 
-import socket
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,7 +19,7 @@ from nexus.registry.metadata import ModelVersion
 from nexus.serving.model_config import ServingOptions
 from nexus.serving.publish import render_version
 from nexus.serving.repository import ModelRepository
-from nexus.serving.server import TritonServer
+from nexus.serving.server import TritonServer, free_ports
 from nexus.tune.probe import Candidates, Workload
 from nexus.tune.session import Session, TuneHooks
 from nexus.tune.settings import TuneSettings
@@ -48,7 +47,7 @@ def own_triton(
         signature = ModelRepository(folder, str(folder)).read_published(settings.model)
         if signature is None:  # pragma: no cover - it was just written
             raise TuneError(f"{folder} holds no config for {settings.model}")
-        http_port, grpc_port, metrics_port = _free_ports(3)
+        http_port, grpc_port, metrics_port = free_ports(3)
         server = TritonServer(
             repository=str(folder),
             http_port=http_port,
@@ -64,15 +63,3 @@ def own_triton(
             candidates = Candidates(server.url, folder, version, signature.signature, artifact, published.config_text)
             workload = Workload.of(signature.signature)
             yield Session(candidates, workload, settings.target, settings.shape(), deadline, hooks, server)
-
-
-def _free_ports(count: int) -> list[int]:
-    """``count`` distinct free loopback ports (held open together, so the kernel cannot hand one out twice)."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()

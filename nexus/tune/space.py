@@ -41,7 +41,8 @@ def adaptive_delay(space: Space, target: Target) -> int:
 
 
 def start_point(space: Space, target: Target, base: ServingOptions, version: ModelVersion) -> Point:
-    """The default configuration (its instance count and batch size, adaptive), snapped onto the grid.
+    """What `nexus publish` renders now (``base``: a recorded pick, else the defaults; its instance
+    count and batch size, adaptive), snapped onto the grid.
 
     Its delay coordinate is the largest on the grid within half the target: where a step to the
     window policy starts (a window that takes the whole target leaves no time to compute).
