@@ -74,7 +74,7 @@ class PriorityRow:
 
     model: str
     config: str
-    #: The capacity the offered rate was derived from (the priority server's, closed loop).
+    #: This config's own closed-loop throughput; the offered rate is PRIORITY_LOAD times the higher one's.
     capacity: float
     offered: float
     achieved: float
@@ -164,11 +164,18 @@ def measure_open(
 
 
 def measure_priority(
-    server: TritonServer, reference: Reference, config: str, rate: float, warmup: float, seconds: float, top: bool
+    server: TritonServer,
+    reference: Reference,
+    config: str,
+    capacity: float,
+    rate: float,
+    warmup: float,
+    seconds: float,
+    top: bool,
 ) -> PriorityRow:
     """An overloaded run (:data:`PRIORITY_LOAD` times ``rate``) with :data:`TOP_SHARE` of the requests
     marked: at priority 1 when ``top``, else with no priority at all (the control: the same share, the
-    same schedule)."""
+    same schedule). ``capacity`` is the config's own closed-loop throughput, for the table."""
     model = f"{reference.name}_{config}"
     base = _settings(server, reference, model, rate * PRIORITY_LOAD, warmup, seconds)
     marked = PriorityShare(TOP_SHARE, 1 if top else 0)
@@ -178,7 +185,7 @@ def measure_priority(
     row = PriorityRow(
         model=reference.name,
         config=config,
-        capacity=rate,
+        capacity=capacity,
         offered=result.offered_rate,
         achieved=result.achieved_rate,
         late=result.late,

@@ -145,12 +145,13 @@ def _p99_cell(r: OpenRow) -> str:
 def _priority_table(rows: list[PriorityRow]) -> list[str]:
     lines = [
         f"Priorities under overload: a smaller server (one instance, batches of at most 4) whose overload the client "
-        f"can send. Its capacity closed loop, then {PRIORITY_LOAD:g}x that open loop, so that a backlog builds in "
-        f"Triton's queue; {TOP_SHARE:.0%} of the requests marked. With 2 priority levels they are sent at priority "
-        "1 and the rest get the default level 2; without priorities the same share is only counted apart:",
+        f"can send. Each config's throughput closed loop at the highest concurrency, then {PRIORITY_LOAD:g}x the "
+        f"higher one open loop on both, so that a backlog builds in Triton's queue; {TOP_SHARE:.0%} of the requests "
+        "marked. With 2 priority levels they are sent at priority 1 and the rest get the default level 2; without "
+        "priorities the same share is only counted apart. Errors are requests unanswered 10 s after their time:",
         "",
-        "| config | capacity req/s | offered req/s | achieved | late sends | marked share p99 ms | the rest p99 ms "
-        "| errors |",
+        "| config | closed loop req/s | offered req/s | achieved | late sends | marked share p99 ms "
+        "| the rest p99 ms | errors |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:

@@ -363,13 +363,22 @@ def run_model(
                 runs[config].append(measure_open(server, reference, config, fraction, rate, open_warmup, open_seconds))
         results.open += [median_round(r) if len(r) > 1 else r[0] for r in runs.values()]
     # the priority rows' smaller server: its capacity closed loop, then the overload on both configs
-    small = [measure_quietly(server, reference, c, top, warmup, seconds, max_other) for c in PRIORITY_CONFIGS]
-    small_capacity = max(r.throughput for r in small)
+    own = {
+        c: measure_quietly(server, reference, c, top, warmup, seconds, max_other).throughput for c in PRIORITY_CONFIGS
+    }
+    small_capacity = max(own.values())
     print(f"{reference.name} priority rows' capacity: {small_capacity:,.0f} req/s", flush=True)
     for config, options in PRIORITY_CONFIGS.items():
         results.priority.append(
             measure_priority(
-                server, reference, config, small_capacity, open_warmup, open_seconds, top=options.priority_levels > 0
+                server,
+                reference,
+                config,
+                own[config],
+                small_capacity,
+                open_warmup,
+                open_seconds,
+                top=options.priority_levels > 0,
             )
         )
 

@@ -278,3 +278,20 @@ def test_cli_says_when_the_published_version_is_not_the_latest(
     assert result.exit_code == 0, result.output
     assert "Note: v1 is not the latest version in .nexus_meta.json, but the config serves it." in result.stderr
     assert "nexus rollback m --to 1" in result.stderr
+
+
+def test_cli_warns_about_priorities_with_one_instance_and_still_publishes(
+    repo: GitRepo, models: dict[str, Path], tmp_path: Path
+) -> None:
+    Project.open().store(models["onnx"], "m")
+    out = tmp_path / "repo"
+
+    one = CliRunner().invoke(app, ["publish", "m", "-r", str(out), "--priority-levels", "2", "--instances", "1"])
+    two = CliRunner().invoke(app, ["publish", "m", "-r", str(tmp_path / "two"), "--priority-levels", "2"])
+
+    assert one.exit_code == 0, one.output
+    assert "Warning: with priority levels and one instance" in one.stderr
+    assert "publish with --instances 2 or more" in one.stderr.replace("\n", " ")
+    assert (out / "m" / "config.pbtxt").is_file()
+    assert two.exit_code == 0, two.output
+    assert "Warning" not in two.stderr

@@ -154,6 +154,25 @@ def test_requests_sent_without_a_priority_are_never_the_top_level_when_there_are
     assert rendered(ServingOptions(priority_levels=levels)).dynamic_batching.default_priority_level == default
 
 
+def test_priorities_or_a_queue_bound_with_one_instance_are_warned_about() -> None:
+    from dataclasses import replace
+
+    from nexus.serving.model_config import one_instance_without_prefetch as warning
+
+    one = warning(ServingOptions(priority_levels=2, instances=1), VERSION)
+    assert one is not None
+    assert one.startswith("with priority levels and one instance, Triton's batcher can leave the instance idle")
+    assert one.endswith("publish with --instances 2 or more")
+    assert "a queue bound" in (warning(ServingOptions(max_queue_size=64, instances=1), VERSION) or "")
+    big = replace(VERSION, size=(1 << 30) + 1)  # automatic: one instance
+    assert warning(ServingOptions(priority_levels=2), big) is not None
+    # two instances (automatic for this artifact), no batcher, or neither option: nothing to say
+    assert warning(ServingOptions(priority_levels=2), VERSION) is None
+    assert warning(ServingOptions(priority_levels=2, instances=2), big) is None
+    assert warning(ServingOptions(priority_levels=2, instances=1, batching=False), VERSION) is None
+    assert warning(ServingOptions(instances=1), VERSION) is None
+
+
 def test_max_queue_size_bounds_the_queue() -> None:
     c = rendered(ServingOptions(max_queue_size=100))
     assert c.dynamic_batching.default_queue_policy.max_queue_size == 100

@@ -95,6 +95,10 @@ def print_published(result: PublishResult, options: ServingOptions, source: str 
         out.print(f"  serving: {serving_summary(options, v)}{suffix}", highlight=False)
     for name in result.files:
         out.print(f"  {name}")
+    from nexus.serving.model_config import one_instance_without_prefetch
+
+    if warning := one_instance_without_prefetch(options, v):
+        stderr().print(f"[yellow]Warning:[/] {warning}", highlight=False)
     if not v.is_latest:
         stderr().print(
             f"[yellow]Note:[/] v{v.version} is not the latest version in .nexus_meta.json, but the config "

@@ -128,6 +128,28 @@ def instance_count(options: ServingOptions, version: ModelVersion) -> int:
     return 1 if version.size > AUTO_ONE_INSTANCE_ABOVE else AUTO_INSTANCES
 
 
+def one_instance_without_prefetch(options: ServingOptions, version: ModelVersion) -> str | None:
+    """A warning for a batched config with priority levels or a queue bound served by one instance.
+
+    Either turns off the queue's prefetching in Triton's dynamic batcher (``scheduler_utils.cc``): the
+    batcher then waits for an idle instance (``WaitForPayloadSlotAvailable``, up to 500 ms), and only a
+    request arriving after the instance went idle wakes it earlier. Under closed-loop load the next
+    requests arrive just before that, so one instance sits idle between batches: measured on the
+    benchmark's MLP, 5-8x less throughput and a p99 of 0.5-1 s once requests queue
+    (docs/batching.md). A second instance wakes the batcher when the first finishes.
+    """
+    if not options.batching or not (options.priority_levels or options.max_queue_size):
+        return None
+    if instance_count(options, version) > 1:
+        return None
+    what = "priority levels" if options.priority_levels else "a queue bound"
+    return (
+        f"with {what} and one instance, Triton's batcher can leave the instance idle for up to 500 ms "
+        "between batches once requests queue (5-8x less throughput measured, docs/batching.md); "
+        "publish with --instances 2 or more"
+    )
+
+
 def _tensor(spec: TensorSpec, batched: bool) -> dict[str, Any]:
     data_type = spec.servable_dtype().config_name
     dims = list(spec.shape)
