@@ -5,10 +5,14 @@ Run from the repository root::
     .venv/bin/python benchmarks/bench_saturation.py                      # MLP, concurrency 64 and 128, 3 rounds
     .venv/bin/python benchmarks/bench_saturation.py --rates 1.1 1.3      # and open loop at 110 %, 130 % of capacity
     .venv/bin/python benchmarks/bench_saturation.py --rounds 1 --seconds 1 --concurrency 64   # a smoke run
+    .venv/bin/python benchmarks/bench_saturation.py --configs adaptive1 adaptive1p adaptive1q adaptive adaptivep \
+        --concurrency 8 32 64 --rounds 2     # priorities / a queue bound (no prefetching), one instance and two
 
 The configs differ in one thing each from the default (adaptive batching, two instances): the window
 (the seed's config), one or three instances, and a queue bound (``max_queue_size``), under which
 Triton's queue does not prefetch (the batcher waits for a free instance before it forms a batch).
+Three more, measured on request: priority levels (no prefetching either) with one instance and with
+two, and a queue bound with one.
 Each round measures every config at every concurrency in turn, so drift of the machine falls on all
 of them alike; each line prints every round. Nothing is written: docs/batching.md quotes the output.
 """
@@ -35,7 +39,13 @@ VARIANTS = {
     "adaptive1": ServingOptions(instances=1),
     "adaptive3": ServingOptions(instances=3),
     "adaptiveq": ServingOptions(instances=2, max_queue_size=100_000),
+    # no prefetching with one instance and with two (--configs ... --concurrency 8 32 64)
+    "adaptive1p": ServingOptions(instances=1, priority_levels=2),
+    "adaptive1q": ServingOptions(instances=1, max_queue_size=100_000),
+    "adaptivep": ServingOptions(instances=2, priority_levels=2),
 }
+#: What a run measures unless ``--configs`` says otherwise.
+DEFAULT_CONFIGS = ["window", "adaptive", "adaptive1", "adaptive3", "adaptiveq"]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -43,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", choices=list(MODELS), default="mlp")
     parser.add_argument("--concurrency", nargs="+", type=int, default=[64, 128])
     parser.add_argument("--rates", nargs="*", type=float, default=[], help="open loop at these shares of capacity")
-    parser.add_argument("--configs", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    parser.add_argument("--configs", nargs="+", choices=list(VARIANTS), default=DEFAULT_CONFIGS)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=6.0, help="measured window per row (warm-up: a third)")
     args = parser.parse_args(argv)
