@@ -93,11 +93,21 @@ class PriorityRow:
         )
 
 
+def against_best(rows: list[OpenRow]) -> tuple[float, OpenRow, OpenRow] | None:
+    """At one rate (``rows``): the default's p99 over the best config's, the default's row and the best's,
+    among the rows answered without errors; None when the default is not among them."""
+    answered = [r for r in rows if r.errors == 0]
+    default = next((r for r in answered if r.config == DEFAULT), None)
+    if default is None:
+        return None
+    best = min(answered, key=lambda r: r.p99)
+    return default.p99 / best.p99, default, best
+
+
 def default_misses(rows: list[OpenRow]) -> bool:
     """Whether the default's p99 is over :data:`OPEN_MARGIN` times the best at one rate (``rows``)."""
-    default = next((r for r in rows if r.config == DEFAULT), None)
-    answered = [r.p99 for r in rows if r.errors == 0]
-    return default is not None and bool(answered) and default.p99 > OPEN_MARGIN * min(answered)
+    compared = against_best(rows)
+    return compared is not None and compared[0] > OPEN_MARGIN
 
 
 def median_round(rounds: list[OpenRow]) -> OpenRow:

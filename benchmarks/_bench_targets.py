@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from _bench_labels import label
-from _bench_openloop import DEFAULT, OPEN_MARGIN
+from _bench_openloop import DEFAULT, OPEN_MARGIN, against_best
 
 if TYPE_CHECKING:
     from _bench_openloop import OpenRow, PriorityRow
@@ -33,16 +33,8 @@ def _closed(rows: list[Row], config: str, concurrency: int) -> Row | None:
 def _open_lines(opened: list[OpenRow]) -> list[str]:
     lines = []
     below = sorted({r.fraction for r in opened if r.fraction < 1})
-    worst: tuple[float, OpenRow, OpenRow] | None = None
-    for fraction in below:
-        at = [r for r in opened if r.fraction == fraction and r.errors == 0]
-        default = next((r for r in at if r.config == DEFAULT), None)
-        if default is None or not at:
-            continue
-        best = min(at, key=lambda r: r.p99)
-        ratio = default.p99 / best.p99
-        if worst is None or ratio > worst[0]:
-            worst = (ratio, default, best)
+    compared = [against_best([r for r in opened if r.fraction == fraction]) for fraction in below]
+    worst = max((c for c in compared if c is not None), key=lambda c: c[0], default=None)
     if worst is not None:
         ratio, default, best = worst
         rounds = f", medians of {len(default.p99_rounds)} rounds" if default.p99_rounds else ""

@@ -353,15 +353,16 @@ def run_model(
     open_seconds = args.open_seconds or (2.0 if args.quick else 5.0)
     open_warmup = args.warmup or (0.5 if args.quick else 1.0)
     for fraction, rate in rates(capacity, tuple(args.fractions or (QUICK_FRACTIONS if args.quick else FRACTIONS))):
-        runs: dict[str, list[OpenRow]] = {config: [] for config in batched}
-        for round_ in range(rounds):
-            if round_ == 1 and (fraction >= 1 or not default_misses([r[0] for r in runs.values()])):
-                break  # measured again only where the default missed its bound below saturation
-            for config in batched:
-                if not args.quick:
-                    wait_until_quiet()
-                runs[config].append(measure_open(server, reference, config, fraction, rate, open_warmup, open_seconds))
-        results.open += [median_round(r) if len(r) > 1 else r[0] for r in runs.values()]
+        rounds_at = [open_round(server, reference, batched, fraction, rate, open_warmup, open_seconds, not args.quick)]
+        while len(rounds_at) < rounds and fraction < 1 and default_misses(rounds_at[0]):
+            # measured again only where the default missed its bound below saturation
+            rounds_at.append(
+                open_round(server, reference, batched, fraction, rate, open_warmup, open_seconds, not args.quick)
+            )
+        if len(rounds_at) == 1:
+            results.open += rounds_at[0]
+        else:
+            results.open += [median_round(list(rows)) for rows in zip(*rounds_at, strict=True)]
     # the priority rows' smaller server: its capacity closed loop, then the overload on both configs
     own = {
         c: measure_quietly(server, reference, c, top, warmup, seconds, max_other).throughput for c in PRIORITY_CONFIGS
@@ -381,6 +382,25 @@ def run_model(
                 top=options.priority_levels > 0,
             )
         )
+
+
+def open_round(
+    server: TritonServer,
+    reference: Reference,
+    configs: list[str],
+    fraction: float,
+    rate: float,
+    warmup: float,
+    seconds: float,
+    quiet: bool,
+) -> list[OpenRow]:
+    """Every config at one open-loop rate, in turn (each after the machine is quiet, with ``quiet``)."""
+    rows = []
+    for config in configs:
+        if quiet:
+            wait_until_quiet()
+        rows.append(measure_open(server, reference, config, fraction, rate, warmup, seconds))
+    return rows
 
 
 def more_open_files() -> None:

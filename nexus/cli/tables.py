@@ -79,6 +79,8 @@ def serving_summary(options: ServingOptions, version: ModelVersion) -> str:
 def print_published(result: PublishResult, options: ServingOptions, source: str | None = None) -> None:
     """What a publish wrote (or would write, with --dry-run), which server it switched, and how it serves
     (``source``: where the options came from, e.g. `tuned for p99 ≤ 20 ms, .nexus_serving.json`)."""
+    from nexus.serving.model_config import one_instance_without_prefetch
+
     out, v, model = stdout(), result.version, result.model_name
     if not result.written:
         out.out(result.config_text, highlight=False)
@@ -95,8 +97,6 @@ def print_published(result: PublishResult, options: ServingOptions, source: str 
         out.print(f"  serving: {serving_summary(options, v)}{suffix}", highlight=False)
     for name in result.files:
         out.print(f"  {name}")
-    from nexus.serving.model_config import one_instance_without_prefetch
-
     if warning := one_instance_without_prefetch(options, v):
         stderr().print(f"[yellow]Warning:[/] {warning}", highlight=False)
     if not v.is_latest:
