@@ -10,6 +10,7 @@ of the same requests.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -31,7 +32,28 @@ TOP_SHARE = 0.05
 #: everyone is in it, whatever its priority): the rows overload the server so that a backlog builds, and
 #: let the client open enough connections that the backlog waits in Triton, not in the client.
 PRIORITY_LOAD = 1.3
-PRIORITY_CONNECTIONS = 4096
+#: The most connections the priority rows open (fewer where the open-file limit is lower). Every request
+#: of the backlog holds one; a backlog beyond them waits in the client, where no priority reaches it.
+PRIORITY_CONNECTIONS = 12288
+#: The share of those connections the backlog may fill: a row's window is shortened to keep it there.
+BACKLOG_ROOM = 0.75
+#: The shortest measured window of a priority row.
+PRIORITY_MIN_SECONDS = 2.0
+#: The first overload burst that finds a priority config's open-loop capacity, over its closed-loop one.
+PRIORITY_BURST = 1.6
+#: At most this share of a priority row's requests may go out late for the row to show priorities.
+LATE_SHARE = 0.05
+#: The models whose priority rows are measured. The CNN's smaller server serves 3,000-3,600 req/s open
+#: loop here, and its overload is more than the client sends on the two cores it shares with Triton:
+#: offered 4,672 req/s on 2026-12-07, it sent 9,059 of 23,684 requests late (at 2,977 the row before
+#: outgrew 4,096 connections). The MLP's serves about 1,000, an overload the client keeps to.
+PRIORITY_MODELS = ("mlp",)
+NO_PRIORITY_ROWS = (
+    "Priorities are measured on the MLP only: this model's smaller server serves 3,000-3,600 req/s open loop "
+    "here, and an overload of it is more than the client sends on the two cores it shares with Triton (at "
+    "4,672 req/s offered on 2026-12-07 it sent 9,059 of 23,684 requests late), so the backlog would wait in "
+    "the client, where no priority reaches it."
+)
 #: The issue's bound on the default's open-loop p99 over the best config at the same rate.
 OPEN_MARGIN = 1.10
 #: The config whose open-loop p99 is held to :data:`OPEN_MARGIN` (NexusML's default).
@@ -74,10 +96,16 @@ class PriorityRow:
 
     model: str
     config: str
-    #: This config's own closed-loop throughput; the offered rate is PRIORITY_LOAD times the higher one's.
+    #: This config's own closed-loop throughput at the highest concurrency (for the table).
     capacity: float
+    #: What it served open loop when offered more (:func:`open_capacity`); the offered rate is
+    #: PRIORITY_LOAD times the higher one's.
+    served_open: float
     offered: float
     achieved: float
+    #: The measured window (s): shortened where the backlog would outgrow the client's connections.
+    seconds: float
+    sent: int
     late: int
     #: p99 of the top-priority share and of the rest (ms); with no priorities sent, the same share's.
     top_p99: float
@@ -87,10 +115,30 @@ class PriorityRow:
 
     def summary(self) -> str:
         return (
-            f"{self.model:4} {self.config:14} overloaded {self.offered:7,.0f} req/s offered, {self.achieved:7,.0f} "
-            f"achieved, {self.late} late  top {TOP_SHARE:.0%} p99 {self.top_p99:8.2f} ms  "
-            f"rest p99 {self.rest_p99:8.2f} ms  errors {self.errors}"
+            f"{self.model:4} {self.config:14} overloaded {self.offered:7,.0f} req/s offered for {self.seconds:.1f} s, "
+            f"{self.achieved:7,.0f} achieved, {self.late} of {self.sent} late  top {TOP_SHARE:.0%} p99 "
+            f"{self.top_p99:8.2f} ms  rest p99 {self.rest_p99:8.2f} ms  errors {self.errors}"
         )
+
+
+def priorities_shown(marked: PriorityRow, control: PriorityRow) -> tuple[bool, str]:
+    """Whether the two rows show priorities at work, and if not, why.
+
+    They do when both were overloaded in Triton (the client kept its schedule, and the control served
+    less than it was offered) and the marked share was served well ahead: under half the rest's p99 and
+    half the same share's without priorities.
+    """
+    for row in (marked, control):
+        if row.late > LATE_SHARE * max(row.sent, 1):
+            return False, (
+                f"the client sent {row.late:,} of {row.sent:,} requests late on {row.config}, so the backlog waited "
+                "in the client, where no priority reaches it"
+            )
+    if control.achieved >= 0.95 * control.offered:
+        return False, f"without priorities the server kept up ({control.achieved:,.0f} of {control.offered:,.0f} req/s)"
+    if marked.top_p99 >= 0.5 * min(marked.rest_p99, control.top_p99):
+        return False, "the marked share was not served ahead of the rest"
+    return True, "shown"
 
 
 def against_best(rows: list[OpenRow]) -> tuple[float, OpenRow, OpenRow] | None:
@@ -173,31 +221,100 @@ def measure_open(
     return row
 
 
+def open_capacity(
+    server: TritonServer,
+    reference: Reference,
+    config: str,
+    rate: float,
+    warmup: float,
+    seconds: float,
+    connections: int,
+    tries: int = 3,
+) -> float:
+    """What ``config`` serves open loop when offered more than it can take: the achieved rate of a burst at
+    ``rate``, doubled while nearly all of it came back (at most ``tries`` bursts).
+
+    A closed loop can misjudge it either way: it sends less while answers are slow (the CNN's small server,
+    2,290 req/s closed loop against 3,011 open loop on 2026-12-07), or far less when Triton's batcher idles
+    a lone instance between requests (106 against 928 for the MLP with priority levels).
+    """
+    best = 0.0
+    for _ in range(tries):
+        settings = replace(
+            _settings(server, reference, f"{reference.name}_{config}", rate, warmup, seconds),
+            max_connections=connections,
+        )
+        result = run_open_loop(settings)
+        drained = wait_drained(server, settings.model)
+        best = max(best, result.achieved_rate)
+        print(
+            f"{reference.name:4} {config:14} burst {rate:7,.0f} req/s offered, {result.achieved_rate:7,.0f} achieved "
+            f"(its backlog drained in {drained:.1f} s)",
+            flush=True,
+        )
+        if result.achieved_rate < 0.9 * rate:
+            break
+        rate *= 2
+    return best
+
+
+def wait_drained(server: TritonServer, model: str, settle: float = 1.0, limit: float = 120.0) -> float:
+    """Wait until Triton has executed what is queued for ``model``: its request counts hold still for
+    ``settle`` seconds (at most ``limit``); the seconds waited. An overloaded run leaves a backlog: a request
+    the client gave up on (its timeout) is still in Triton's queue, and executing it takes the cores the next
+    measurement needs."""
+    admin = TritonAdmin(server.url)
+    began = time.monotonic()
+    last = admin.stats(model)
+    while time.monotonic() - began < limit:
+        time.sleep(settle)
+        now = admin.stats(model)
+        if (now.success, now.failure) == (last.success, last.failure):
+            break
+        last = now
+    return time.monotonic() - began
+
+
+def priority_window(offered: float, slowest: float, warmup: float, seconds: float, connections: int) -> float:
+    """The priority rows' measured window: ``seconds``, shortened so that the backlog of the slower config
+    (``offered - slowest`` requests a second over warm-up and window) stays within :data:`BACKLOG_ROOM` of
+    the client's connections, but never under :data:`PRIORITY_MIN_SECONDS`."""
+    growth = max(offered - slowest, 1.0)
+    fits = BACKLOG_ROOM * connections / growth - warmup
+    return max(PRIORITY_MIN_SECONDS, min(seconds, fits))
+
+
 def measure_priority(
     server: TritonServer,
     reference: Reference,
     config: str,
     capacity: float,
-    rate: float,
+    served_open: float,
+    offered: float,
     warmup: float,
     seconds: float,
+    connections: int,
     top: bool,
 ) -> PriorityRow:
-    """An overloaded run (:data:`PRIORITY_LOAD` times ``rate``) with :data:`TOP_SHARE` of the requests
-    marked: at priority 1 when ``top``, else with no priority at all (the control: the same share, the
-    same schedule). ``capacity`` is the config's own closed-loop throughput, for the table."""
+    """An overloaded run at ``offered`` req/s with :data:`TOP_SHARE` of the requests marked: at priority 1
+    when ``top``, else with no priority at all (the control: the same share, the same schedule).
+    ``capacity`` and ``served_open`` are the config's own closed- and open-loop throughputs, for the table."""
     model = f"{reference.name}_{config}"
-    base = _settings(server, reference, model, rate * PRIORITY_LOAD, warmup, seconds)
+    base = _settings(server, reference, model, offered, warmup, seconds)
     marked = PriorityShare(TOP_SHARE, 1 if top else 0)
-    settings = replace(base, mix=(marked,), max_connections=PRIORITY_CONNECTIONS)
+    settings = replace(base, mix=(marked,), max_connections=connections)
     result = run_open_loop(settings)
+    wait_drained(server, model)
     top_class, rest = _classes(result)
     row = PriorityRow(
         model=reference.name,
         config=config,
         capacity=capacity,
+        served_open=served_open,
         offered=result.offered_rate,
         achieved=result.achieved_rate,
+        seconds=seconds,
+        sent=result.sent,
         late=result.late,
         top_p99=top_class,
         rest_p99=rest,

@@ -9,7 +9,7 @@ from pathlib import Path
 from _bench_client import StatsDelta
 from _bench_cpu import CpuUse
 from _bench_labels import label
-from _bench_openloop import PRIORITY_LOAD, TOP_SHARE, OpenRow, PriorityRow
+from _bench_openloop import NO_PRIORITY_ROWS, PRIORITY_LOAD, PRIORITY_MODELS, TOP_SHARE, OpenRow, PriorityRow
 from _bench_profile import ExecuteTotals
 from _bench_targets import targets
 
@@ -144,20 +144,22 @@ def _p99_cell(r: OpenRow) -> str:
 
 def _priority_table(rows: list[PriorityRow]) -> list[str]:
     lines = [
-        f"Priorities under overload: a smaller server (one instance, batches of at most 4) whose overload the client "
-        f"can send. Each config's throughput closed loop at the highest concurrency, then {PRIORITY_LOAD:g}x the "
-        f"higher one open loop on both, so that a backlog builds in Triton's queue; {TOP_SHARE:.0%} of the requests "
-        "marked. With 2 priority levels they are sent at priority 1 and the rest get the default level 2; without "
-        "priorities the same share is only counted apart. Errors are requests unanswered 10 s after their time:",
+        "Priorities under overload: a smaller server (one instance, batches of at most 4) whose overload the client "
+        "can send. Each config's throughput closed loop at the highest concurrency, then open loop (what a burst "
+        f"above it was served), then {PRIORITY_LOAD:g}x the higher open-loop one offered to both, so that a backlog "
+        f"builds in Triton's queue; {TOP_SHARE:.0%} of the requests marked. With 2 priority levels they are sent at "
+        "priority 1 and the rest get the default level 2; without priorities the same share is only counted apart. "
+        "The window is shortened where the backlog would outgrow the client's connections. Errors are requests "
+        "unanswered 10 s after their time:",
         "",
-        "| config | closed loop req/s | offered req/s | achieved | late sends | marked share p99 ms "
-        "| the rest p99 ms | errors |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| config | closed loop req/s | open loop req/s | offered req/s | window s | achieved | late sends "
+        "| marked share p99 ms | the rest p99 ms | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
-            f"| {label(r.config)} | {r.capacity:,.0f} | {r.offered:,.0f} | {r.achieved:,.0f} | {r.late} "
-            f"| {r.top_p99:.2f} | {r.rest_p99:.2f} | {r.errors} |"
+            f"| {label(r.config)} | {r.capacity:,.0f} | {r.served_open:,.0f} | {r.offered:,.0f} | {r.seconds:.1f} "
+            f"| {r.achieved:,.0f} | {r.late:,} of {r.sent:,} | {r.top_p99:.2f} | {r.rest_p99:.2f} | {r.errors:,} |"
         )
     return lines
 
@@ -174,6 +176,8 @@ def markdown_block(name: str, results: Results, environment: dict[str, str]) -> 
             lines += [*_open_table(opened), ""]
         if priority:
             lines += [*_priority_table(priority), ""]
+        elif opened and model not in PRIORITY_MODELS:
+            lines += [NO_PRIORITY_ROWS, ""]
         lines += [*targets(model, closed, opened, priority, in_proc), ""]
     lines += [f"![throughput against p99 latency per config, closed and open loop]({name}.png)", "", end]
     return "\n".join(lines)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from _bench_labels import label
-from _bench_openloop import DEFAULT, OPEN_MARGIN, against_best
+from _bench_openloop import DEFAULT, OPEN_MARGIN, against_best, priorities_shown
 
 if TYPE_CHECKING:
     from _bench_openloop import OpenRow, PriorityRow
@@ -90,9 +90,11 @@ def targets(
     marked = next((r for r in priority if r.config == "prio"), None)
     control = next((r for r in priority if r.config == "noprio"), None)
     if marked and control:
+        shown, why = priorities_shown(marked, control)
+        verdict = "shown" if shown else f"NOT shown: {why}"
         lines.append(
             f"- priorities under overload ({marked.offered:,.0f} req/s offered to the smaller server): the "
             f"top-priority share's p99 {marked.top_p99:.1f} ms against {marked.rest_p99:.1f} ms for the rest, and "
-            f"{control.top_p99:.1f} ms for the same share with no priorities"
+            f"{control.top_p99:.1f} ms for the same share with no priorities ({verdict})"
         )
     return [f"Targets ({model.upper()}, the default config):", "", *lines]

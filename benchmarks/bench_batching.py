@@ -38,9 +38,10 @@ sets it), each with one torch thread. For each model:
    saturation where the default's p99 is more than 10 % over the best, every config is measured
    again, interleaved, up to ``--rounds`` in all, and each keeps its median round: one 5 s window's
    p99 moves by more than 10 % on this machine, and the lowest of six single windows is a lucky one.
-3. **Priorities**: the capacity of ``prio`` and ``noprio`` closed loop, then 1.3x it (a backlog
-   builds) open loop on both, 5 % of the requests at priority 1 on ``prio``, the same share only
-   counted apart on ``noprio``.
+3. **Priorities**: the capacity of ``prio`` and ``noprio`` closed loop, then open loop (what an
+   overload burst gets served), then 1.3x the higher one open loop on both (a backlog builds), 5 % of
+   the requests at priority 1 on ``prio``, the same share only counted apart on ``noprio``. The
+   window is shortened where the backlog would outgrow the client's connections (up to 12,288).
 
 The in-process forward throughput at batch 1 and 32 (one torch thread, ``torch.inference_mode()``,
 best of three) is the limit; efficiency is served requests/s over the in-process samples/s at batch
@@ -74,12 +75,18 @@ from _bench_cpu import CpuSnapshot, CpuUse, wait_until_quiet
 from _bench_models import MODELS, Reference, export, in_process
 from _bench_openloop import (
     FRACTIONS,
+    PRIORITY_BURST,
+    PRIORITY_CONNECTIONS,
+    PRIORITY_LOAD,
+    PRIORITY_MODELS,
     QUICK_FRACTIONS,
     OpenRow,
     default_misses,
     measure_open,
     measure_priority,
     median_round,
+    open_capacity,
+    priority_window,
     rates,
 )
 from _bench_profile import ENV as PROFILE_ENV
@@ -111,6 +118,8 @@ PRIORITY_CONFIGS = {
     "prio": ServingOptions(priority_levels=2, instances=1, max_batch_size=4),
     "noprio": ServingOptions(instances=1, max_batch_size=4),
 }
+#: The open-file limit this process (and so Triton) asks for: the priority rows' connections and more.
+OPEN_FILES = 16384
 
 
 def read_tuned(path: Path | None) -> dict[str, dict[str, ServingOptions]]:
@@ -363,12 +372,26 @@ def run_model(
             results.open += rounds_at[0]
         else:
             results.open += [median_round(list(rows)) for rows in zip(*rounds_at, strict=True)]
-    # the priority rows' smaller server: its capacity closed loop, then the overload on both configs
+    if reference.name not in PRIORITY_MODELS:
+        return
+    # the priority rows' smaller server: its capacity closed loop (the table's), then open loop (an overload
+    # burst); the higher open-loop capacity overloaded on both configs, in a window the backlog fits
     own = {
         c: measure_quietly(server, reference, c, top, warmup, seconds, max_other).throughput for c in PRIORITY_CONFIGS
     }
-    small_capacity = max(own.values())
-    print(f"{reference.name} priority rows' capacity: {small_capacity:,.0f} req/s", flush=True)
+    connections = priority_connections()
+    burst = PRIORITY_BURST * max(own.values())
+    served = {
+        c: open_capacity(server, reference, c, burst, open_warmup / 2, min(open_seconds, 2.0), connections)
+        for c in PRIORITY_CONFIGS
+    }
+    offered = PRIORITY_LOAD * max(served.values())
+    window = priority_window(offered, min(served.values()), open_warmup, open_seconds, connections)
+    print(
+        f"{reference.name} priority rows: {offered:,.0f} req/s offered for {window:.1f} s "
+        f"(open-loop capacity {max(served.values()):,.0f}; {connections:,} connections)",
+        flush=True,
+    )
     for config, options in PRIORITY_CONFIGS.items():
         results.priority.append(
             measure_priority(
@@ -376,9 +399,11 @@ def run_model(
                 reference,
                 config,
                 own[config],
-                small_capacity,
+                served[config],
+                offered,
                 open_warmup,
-                open_seconds,
+                window,
+                connections,
                 top=options.priority_levels > 0,
             )
         )
@@ -406,9 +431,18 @@ def open_round(
 def more_open_files() -> None:
     """Raise this process's (and so Triton's) open-file limit: the priority row opens thousands of sockets."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = 16384 if hard == resource.RLIM_INFINITY else min(hard, 16384)
+    wanted = OPEN_FILES if hard == resource.RLIM_INFINITY else min(hard, OPEN_FILES)
     if soft != resource.RLIM_INFINITY and soft < wanted:
         resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+
+
+def priority_connections() -> int:
+    """The priority rows' connections: :data:`PRIORITY_CONNECTIONS`, less where the open-file limit is lower
+    (Triton, started by this process, holds the other end of each one under the same limit)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return PRIORITY_CONNECTIONS
+    return max(256, min(PRIORITY_CONNECTIONS, soft - 1024))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -75,13 +75,14 @@ def test_quick_bench_reports_every_config_and_concurrency_with_batches_formed(tm
     shares = {(r[0], r[1].rsplit("(", 1)[1].rstrip(")")) for r in opened}
     assert shares == {(c, share) for c in CONFIGS[2:] for share in QUICK_SHARES}, markdown
     assert all(r[4] == "0" for r in opened), "open-loop rows with errors"
-    priority = table_rows(markdown, ("config", "closed loop req/s", "offered req/s", "achieved"))
+    priority = table_rows(markdown, ("config", "closed loop req/s", "open loop req/s", "offered req/s"))
     assert [r[0] for r in priority] == [
         "one instance, batches ≤ 4, 2 priority levels",
         "one instance, batches ≤ 4, no priorities",
     ]
-    capacities = [float(r[1].replace(",", "")) for r in priority]
-    assert [float(r[2].replace(",", "")) for r in priority] == [pytest.approx(1.3 * max(capacities), rel=0.01)] * 2
+    served_open = [float(r[2].replace(",", "")) for r in priority]
+    assert [float(r[3].replace(",", "")) for r in priority] == [pytest.approx(1.3 * max(served_open), rel=0.01)] * 2
+    assert all(2.0 <= float(r[4]) <= 2.0 for r in priority), "quick mode's windows are 2 s, never shorter"
     assert priority[1][-1] == "0", "requests without priorities timed out"
     for target in ("open loop below saturation", "saturated (closed loop, concurrency 32)",
                    "closed loop at concurrency 1", "concurrency 32:", "priorities under overload"):  # fmt: skip
@@ -139,3 +140,33 @@ def test_the_profile_hook_times_execute_and_the_forward_pass(tmp_path: Path, mon
     assert (totals.executions, totals.requests) == (1, 3)
     assert 0 < totals.forward_ns < totals.execute_ns
     assert totals.minus(_bench_profile.ExecuteTotals()).python_us_per_request > 0
+
+
+def test_the_priority_rows_fit_their_backlog_in_the_connections_and_say_whether_they_showed_priorities(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.syspath_prepend(str(BENCH.parent))
+    from _bench_openloop import PriorityRow, priorities_shown, priority_window
+    from _bench_targets import targets
+
+    # 1,760 req/s more offered than the slower config serves: 0.75 x 12,288 connections last 5.2 s, warm-up 1 s
+    assert priority_window(3914, 2154, 1.0, 5.0, 12288) == pytest.approx(4.24, abs=0.01)
+    assert priority_window(1336, 928, 1.0, 5.0, 12288) == 5.0  # the MLP's backlog fits the whole window
+    assert priority_window(9000, 1000, 1.0, 5.0, 4096) == 2.0  # never under the shortest window
+
+    def row(config: str, achieved: float, late: int, top: float, rest: float) -> PriorityRow:
+        return PriorityRow("mlp", config, 900, 950, 1250, achieved, 5.0, 6000, late, top, rest, 300, 0)
+
+    marked, control = row("prio", 830, 150, 12.1, 8900), row("noprio", 980, 130, 1716, 1709)
+    assert priorities_shown(marked, control) == (True, "shown")
+    behind = priorities_shown(row("prio", 830, 900, 5600, 9000), control)
+    assert behind == (
+        False,
+        "the client sent 900 of 6,000 requests late on prio, so the backlog waited in the client, "
+        "where no priority reaches it",
+    )
+    kept_up = priorities_shown(marked, row("noprio", 1240, 0, 9.0, 9.1))
+    assert kept_up == (False, "without priorities the server kept up (1,240 of 1,250 req/s)")
+    assert not priorities_shown(row("prio", 830, 150, 1500, 1700), control)[0]
+    (line,) = [x for x in targets("mlp", [], [], [marked, control], {1: 500.0, 32: 5000.0}) if "priorities" in x]
+    assert line.endswith("(shown)")
