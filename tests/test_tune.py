@@ -7,6 +7,7 @@ import csv
 import json
 import math
 from dataclasses import replace
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from nexus.serving.publish import publish
 from nexus.serving.tuned import SERVING_FILE, record, recorded_options
 from nexus.tensors import Signature, TensorSpec
 from nexus.tune.rates import Probe, estimate_capacity, passes, rate_search
-from nexus.tune.results import Contender, Evaluation, Machine, Spread, TuneResult, choose
+from nexus.tune.results import Contender, Evaluation, Machine, Spread, TuneResult, choose, serpentine
 from nexus.tune.run import measure_again
 from nexus.tune.search import hill_climb, neighbours
 from nexus.tune.space import FULL_SPACE, QUICK_SPACE, canonical, grid, start_point
@@ -232,8 +233,21 @@ def test_the_search_best_and_near_ones_are_measured_again_and_the_highest_median
     assert [c.evaluation.served for c in contenders] == [1000, 950, 850]
     assert [c.spread.rates for c in contenders] == [(1000, 600, 610), (950, 940, 960), (850, 800, 790)]
     assert choose(contenders).evaluation is found[1]  # one lucky window made 32 the search's best
-    # in rounds, so that a drift of the machine's speed falls on every contender alike
-    assert [o.max_batch_size for o in session.remeasured] == [32, 16, 4, 32, 16, 4]
+    # in rounds, back and forth, so that a drift of the machine's speed falls on every contender alike; the
+    # search's last (4), which Triton still serves, first, and each round starts where the one before ended
+    assert [o.max_batch_size for o in session.remeasured] == [4, 32, 16, 16, 32, 4]
+
+
+def test_rounds_go_back_and_forth_so_a_steady_drift_falls_on_each_alike() -> None:
+    assert serpentine("ABC", 3) == list("ABCCBAABC")
+    assert serpentine("A", 2) == ["A", "A"]
+    assert serpentine("AB", 0) == []
+    # each item's mean position over an even number of rounds is the same: a linear drift is balanced
+    order = serpentine("ABCD", 4)
+    means = {x: sum(i for i, y in enumerate(order) if y == x) / 4 for x in "ABCD"}
+    assert set(means.values()) == {7.5}
+    # and each round begins where the one before ended: 12 changes of configuration, where A B C D, A B C D ... has 15
+    assert sum(a != b for a, b in pairwise(order)) == 12
 
 
 def test_the_frontier_table_marks_the_start_as_what_publish_renders_now() -> None:
@@ -262,7 +276,7 @@ def test_the_contenders_are_as_many_as_the_budget_has_room_for_in_rounds() -> No
     session = Reruns(found, {32: [900, 910], 16: [990, 995], 4: [1, 2]}, time_for=2)
     contenders = measure_again(session, found[0], 2)  # type: ignore[arg-type]
     assert [c.evaluation for c in contenders] == found[:2]
-    assert [o.max_batch_size for o in session.remeasured] == [32, 16, 32, 16]
+    assert [o.max_batch_size for o in session.remeasured] == [32, 16, 16, 32]
     assert choose(contenders).evaluation is found[1]
 
 
@@ -275,7 +289,7 @@ def test_the_start_is_measured_again_beside_the_best_however_far_below_it_one_se
 
     # the start takes the first place beside the best, then the nearest; 900 no longer fits in CONTENDERS
     assert [c.evaluation for c in contenders] == [found[1], found[0], found[2]]
-    assert [o.max_batch_size for o in session.remeasured] == [64, 32, 16, 64, 32, 16]
+    assert [o.max_batch_size for o in session.remeasured] == [64, 32, 16, 16, 32, 64]
     assert choose(contenders).evaluation is found[0]  # the lucky challenger does not replace it
 
 

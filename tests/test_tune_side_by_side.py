@@ -1,4 +1,4 @@
-"""Configurations compared side by side on the tuner's own Triton: searched in rounds (A B, A B), each search on
+"""Configurations compared side by side on the tuner's own Triton: searched in rounds (A B, B A), each search on
 its own configuration as Triton served it, every rate kept (the figures are not asserted, only what they are)."""
 
 from __future__ import annotations
@@ -42,8 +42,8 @@ def test_configurations_are_searched_in_rounds_each_on_its_own_config(
     contenders = side_by_side(project, settings, [small, window, small], rounds=2, hooks=hooks)
 
     assert [c.evaluation.options for c in contenders] == [small, window]
-    assert order == [4, 16, 4, 16]  # in rounds, not one configuration after the other
-    assert served == [(4, 4), (16, 16), (4, 4), (16, 16)]
+    assert order == [4, 16, 16, 4]  # in rounds, back and forth, not one configuration after the other
+    assert served == [(4, 4), (16, 16), (16, 16), (4, 4)]
     for c in contenders:
         assert c.evaluation.error is None
         assert len(c.reruns) == 1

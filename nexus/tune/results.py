@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from nexus.machine import cores, cpu_model
 from nexus.registry.metadata import ModelVersion
@@ -12,6 +14,8 @@ from nexus.serving.model_config import ServingOptions
 from nexus.tune.rates import Probe
 from nexus.tune.space import label
 from nexus.tune.target import Target
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -78,6 +82,17 @@ class Contender:
     @property
     def spread(self) -> Spread:
         return Spread((self.evaluation.served, *(r.served for r in self.reruns)))
+
+
+def serpentine(items: Sequence[T], rounds: int) -> list[T]:
+    """``items`` in ``rounds`` rounds, every other one backwards (A B C, C B A, A B C, ...).
+
+    Two things follow. A drift of the machine's speed that is steady over the rounds falls on every item
+    alike (A B C, A B C leaves the last item of each round later than the first, every time). And each
+    round starts with the configuration the one before ended with, which Triton still serves, so that
+    search needs no reload.
+    """
+    return [item for r in range(rounds) for item in (items if r % 2 == 0 else items[::-1])]
 
 
 def choose(contenders: list[Contender]) -> Contender:

@@ -23,7 +23,7 @@ from nexus.serving.model_config import ServingOptions
 from nexus.serving.tuned import record, recorded_options
 from nexus.tune.own_triton import own_triton
 from nexus.tune.report import write_report
-from nexus.tune.results import Contender, Evaluation, Machine, TuneResult, choose
+from nexus.tune.results import Contender, Evaluation, Machine, TuneResult, choose, serpentine
 from nexus.tune.search import Point, hill_climb
 from nexus.tune.session import Session, TuneHooks
 from nexus.tune.settings import TuneSettings
@@ -127,8 +127,10 @@ def measure_again(
     it in the same rounds, however far below it one search put it), then those within
     :data:`CONTENDER_SHARE` of the best. One window's luck decided the search's order; the medians decide the winner.
 
-    The searches go in rounds (A B C, A B C), not one contender after another: the machine's speed drifts
-    over minutes (:mod:`nexus.tune.reference`), and in rounds a drift falls on every contender alike.
+    The searches go in rounds, every other one backwards (A B C, C B A: :func:`~nexus.tune.results.serpentine`),
+    not one contender after another: the machine's speed drifts over minutes (:mod:`nexus.tune.reference`), and
+    so a drift falls on every contender alike. The first round starts with the configuration Triton serves
+    now, if it is a contender, and each later one with the last one's: those searches need no reload.
     """
     if best.served <= 0 or reruns == 0:
         return []
@@ -143,9 +145,11 @@ def measure_again(
         if not session.time_for_reruns(len(contenders) + 1, reruns):
             break
         contenders.append(Contender(evaluation))
-    for _ in range(reruns):
-        for contender in contenders:
-            contender.reruns.append(session.remeasure(contender.evaluation))
+    # the one Triton serves now (the search's last) first: that search needs no reload
+    last = session.evaluations[-1] if session.evaluations else None
+    order = sorted(contenders, key=lambda c: last is None or c.evaluation.options != last.options)
+    for contender in serpentine(order, reruns):
+        contender.reruns.append(session.remeasure(contender.evaluation))
     return contenders
 
 

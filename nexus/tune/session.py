@@ -167,10 +167,11 @@ class Session:
     def time_for_reruns(self, contenders: int, reruns: int) -> bool:
         """Whether ``reruns`` more searches of each of ``contenders`` configurations, in rounds, fit the budget.
 
-        In rounds, each search loads its configuration again (one load in all for a single contender).
+        In rounds, each search loads its configuration again, but for the first of each round after the first
+        (the rounds go back and forth); one load in all for a single contender.
         """
         load, measure = self.mean_cost()
-        loads = contenders * reruns if contenders > 1 else 1
+        loads = contenders * reruns - (reruns - 1) if contenders > 1 else 1
         return time.monotonic() + loads * load + contenders * reruns * measure <= self.deadline
 
     def time_for_another(self, reruns: int) -> bool:

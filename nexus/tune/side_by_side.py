@@ -2,8 +2,9 @@
 
 A served rate under a latency target follows the machine's speed, and on a shared machine that speed
 moves by half within minutes (docs/tuning.md): two rates measured at different times say as much about
-the clock as about the configurations. Here every configuration is searched once per round, in turn
-(A B C, A B C, ...), on the tuner's own Triton, so a drift falls on all of them alike; what is compared
+the clock as about the configurations. Here every configuration is searched once per round, in turn,
+every other round backwards (A B C, C B A, ...), on the tuner's own Triton, so a drift falls on all of
+them alike and each round starts on the configuration Triton already serves; what is compared
 is each one's median over the rounds. `benchmarks/bench_tune.py` judges the tuner's picks against the
 grid's best this way.
 """
@@ -18,7 +19,7 @@ from nexus.errors import TuneError
 from nexus.registry import Project
 from nexus.serving.model_config import ServingOptions
 from nexus.tune.own_triton import own_triton
-from nexus.tune.results import Contender
+from nexus.tune.results import Contender, serpentine
 from nexus.tune.session import TuneHooks
 from nexus.tune.settings import MEASUREMENTS, TuneSettings
 
@@ -54,10 +55,9 @@ def side_by_side(
     with own_triton(project, settings, version, distinct[0], folder, math.inf, hooks) as session:
         contenders = [Contender(session.evaluate(options)) for options in distinct]
         loaded = [c for c in contenders if c.evaluation.error is None]
-        for _ in range(rounds - 1):
-            for contender in loaded:
-                hooks.evaluating(contender.evaluation.options)
-                again = session.remeasure(contender.evaluation)
-                hooks.evaluated(again)
-                contender.reruns.append(again)
+        for contender in serpentine(loaded, rounds)[len(loaded) :]:  # the first round is the searches above
+            hooks.evaluating(contender.evaluation.options)
+            again = session.remeasure(contender.evaluation)
+            hooks.evaluated(again)
+            contender.reruns.append(again)
     return contenders
