@@ -44,15 +44,15 @@ PRIORITY_BURST = 1.6
 #: At most this share of a priority row's requests may go out late for the row to show priorities.
 LATE_SHARE = 0.05
 #: The models whose priority rows are measured. The CNN's smaller server serves 3,000-3,600 req/s open
-#: loop here, and its overload is more than the client sends on the two cores it shares with Triton:
-#: offered 4,672 req/s on 2026-12-07, it sent 9,059 of 23,684 requests late (at 2,977 the row before
-#: outgrew 4,096 connections). The MLP's serves about 1,000, an overload the client keeps to.
+#: loop here, and 1.3x that is well above the ~2,500 req/s this client keeps to beside Triton on two
+#: cores (the open-loop rows' late sends); a trial on 2026-12-07 offered 4,672 req/s and sent 9,059 of
+#: 23,684 requests late (the bursts' backlogs were not yet drained then). The MLP's serves about 1,000.
 PRIORITY_MODELS = ("mlp",)
 NO_PRIORITY_ROWS = (
     "Priorities are measured on the MLP only: this model's smaller server serves 3,000-3,600 req/s open loop "
-    "here, and an overload of it is more than the client sends on the two cores it shares with Triton (at "
-    "4,672 req/s offered on 2026-12-07 it sent 9,059 of 23,684 requests late), so the backlog would wait in "
-    "the client, where no priority reaches it."
+    "here, and an overload of it is well above the rate this client keeps to beside Triton on two cores (a "
+    "trial offering 4,672 req/s on 2026-12-07 sent 9,059 of 23,684 requests late), so the backlog would wait "
+    "in the client, where no priority reaches it."
 )
 #: The issue's bound on the default's open-loop p99 over the best config at the same rate.
 OPEN_MARGIN = 1.10
