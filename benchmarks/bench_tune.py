@@ -304,6 +304,10 @@ def main(argv: list[str] | None = None) -> None:
                         help="other models tuned once per target for tuned.json (default: cnn)")  # fmt: skip
     parser.add_argument("--seconds", type=float, help="each rate window (default: the tuner's quick 1 s)")
     parser.add_argument("--out", type=Path, default=Path("docs"), help="folder for tuning.md")
+    parser.add_argument(
+        "--reports", type=Path, help="keep every run's report (results.json and .csv, the plot, Triton's log) in "
+        "this folder (default: thrown away with the temporary project)"
+    )  # fmt: skip
     args = parser.parse_args(argv)
     space_name = "tiny" if args.tiny else (args.space or "quick")
     space = SPACES[space_name]
@@ -312,7 +316,7 @@ def main(argv: list[str] | None = None) -> None:
     picks: dict[str, dict[str, Any]] = {"mlp": {}, **{m: {} for m in args.picks_for}}
     with tempfile.TemporaryDirectory(prefix="nexus-bench-tune-") as tmp:
         project = make_project(Path(tmp))
-        reports = Path(tmp) / "reports"
+        reports = args.reports.resolve() if args.reports else Path(tmp) / "reports"
         runs = [
             run_target(project, Target(99, ms), space, seconds, reports) for ms in args.targets if ms in grid_targets
         ]
