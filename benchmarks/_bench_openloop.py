@@ -21,6 +21,7 @@ from _bench_models import Reference
 from nexus.loadtest.openloop import OpenLoopResult, OpenLoopSettings, PriorityShare, run_open_loop
 from nexus.serving.admin import TritonAdmin
 from nexus.serving.server import TritonServer
+from nexus.tune.rates import estimate_capacity
 
 #: Offered rates as shares of the measured capacity: from about 2 % of saturation up to saturation.
 FRACTIONS = (0.02, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
@@ -238,24 +239,22 @@ def open_capacity(
     2,290 req/s closed loop against 3,011 open loop on 2026-12-07), or far less when Triton's batcher idles
     a lone instance between requests (106 against 928 for the MLP with priority levels).
     """
-    best = 0.0
-    for _ in range(tries):
+
+    def burst(offered: float) -> float:
         settings = replace(
-            _settings(server, reference, f"{reference.name}_{config}", rate, warmup, seconds),
+            _settings(server, reference, f"{reference.name}_{config}", offered, warmup, seconds),
             max_connections=connections,
         )
         result = run_open_loop(settings)
         drained = wait_drained(server, settings.model)
-        best = max(best, result.achieved_rate)
         print(
-            f"{reference.name:4} {config:14} burst {rate:7,.0f} req/s offered, {result.achieved_rate:7,.0f} achieved "
-            f"(its backlog drained in {drained:.1f} s)",
+            f"{reference.name:4} {config:14} burst {offered:7,.0f} req/s offered, {result.achieved_rate:7,.0f} "
+            f"achieved (its backlog drained in {drained:.1f} s)",
             flush=True,
         )
-        if result.achieved_rate < 0.9 * rate:
-            break
-        rate *= 2
-    return best
+        return result.achieved_rate
+
+    return estimate_capacity(burst, rate, tries, growth=2.0, kept=0.9)
 
 
 def wait_drained(server: TritonServer, model: str, settle: float = 1.0, limit: float = 120.0) -> float:

@@ -328,8 +328,24 @@ def test_only_the_search_best_is_measured_again_when_the_budget_has_no_room() ->
 
 def test_capacity_is_what_comes_back_when_far_more_is_offered() -> None:
     calls: list[float] = []
-    assert estimate_capacity(server(0, capacity=3000, calls=calls), 1000) == 3000
+    measure = server(0, capacity=3000, calls=calls)
+    assert estimate_capacity(lambda rate: measure(rate).achieved, 1000) == 3000
     assert calls == [1000, 4000]
+
+
+def test_capacity_bursts_grow_by_the_given_factor_while_enough_came_back() -> None:
+    # the benchmark's open-loop capacity: doubled while 90 % came back
+    calls: list[float] = []
+    measure = server(0, capacity=3000, calls=calls)
+    achieved = estimate_capacity(lambda rate: measure(rate).achieved, 1000, growth=2, kept=0.9)
+    assert (achieved, calls) == (3000, [1000, 2000, 4000])
+    # 3,000 of 3,500 came back (86 %): above capacity by the 90 % rule, not by the default 80 %
+    calls.clear()
+    assert estimate_capacity(lambda rate: measure(rate).achieved, 3500, growth=2, kept=0.9) == 3000
+    assert calls == [3500]
+    calls.clear()
+    assert estimate_capacity(lambda rate: measure(rate).achieved, 3500) == 3000
+    assert calls == [3500, 14000]
 
 
 def test_a_probe_passes_only_without_errors_late_sends_or_a_shortfall() -> None:

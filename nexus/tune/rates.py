@@ -85,15 +85,22 @@ def passes(probe: Probe, target_ms: float, late_share: float = 0.05) -> bool:
     )
 
 
-def estimate_capacity(burst: Callable[[float], Probe], start_rate: float, tries: int = 3) -> float:
-    """Requests per second the server answers when offered more than it can take (see the module docstring)."""
+def estimate_capacity(
+    burst: Callable[[float], float], start_rate: float, tries: int = 3, *, growth: float = 4.0, kept: float = 0.8
+) -> float:
+    """Requests per second the server answers when offered more than it can take (see the module docstring).
+
+    Args:
+        burst: offers a rate for a short window and returns the rate that came back.
+        growth: the next burst's rate when at least ``kept`` of this one came back (it was not above capacity).
+    """
     rate, best = start_rate, 0.0
     for _ in range(tries):
-        probe = burst(rate)
-        best = max(best, probe.achieved)
-        if probe.achieved < 0.8 * rate:
+        achieved = burst(rate)
+        best = max(best, achieved)
+        if achieved < kept * rate:
             break
-        rate *= 4
+        rate *= growth
     return best
 
 

@@ -113,10 +113,10 @@ class Session:
         known = [e.capacity for e in self.evaluations if e.capacity > 0]
         connections = burst_connections(options, self.version)
 
-        def burst(rate: float) -> Probe:
+        def burst(rate: float) -> float:
             probe = self._probe(rate, self.shape.burst, connections)
             evaluation.bursts.append(probe)
-            return probe
+            return probe.achieved
 
         evaluation.capacity = estimate_capacity(burst, 2 * max(known, default=500.0))
         self.search(evaluation, first=beat, coarse=self.shape.coarse if beat else None)
