@@ -158,6 +158,36 @@ def test_a_configuration_that_fails_the_rate_it_must_beat_gets_only_a_coarse_sea
     assert found.rate <= 300
 
 
+def test_a_neighbour_that_fails_the_rate_to_beat_is_tried_at_the_best_less_the_gain_next() -> None:
+    best, gain = 1000.0, 1.05
+    # within reach: it serves up to 990, just under the best; the coarse windows say so
+    calls: list[float] = []
+    found = rate_search(
+        server(990, 3000, calls), lambda p: passes(p, 20), 3000, first=best * gain, coarse=2, fallback=best / gain
+    )
+    assert found.coarse
+    assert calls[:3] == [best * gain, best * gain, best / gain]  # failed twice, then the best less the gain
+    assert len(calls) == 4  # the same windows as a coarse search without a fallback
+    assert best / gain <= found.rate <= 990
+    assert calls[3] == pytest.approx(best)  # between the two: does it tie the best itself?
+    # out of reach: 300 fails the fallback twice and the coarse windows are spent; a lower bound of nothing
+    calls.clear()
+    found = rate_search(
+        server(300, 3000, calls), lambda p: passes(p, 20), 3000, first=best * gain, coarse=2, fallback=best / gain
+    )
+    assert found.coarse
+    assert found.rate == 0
+    assert calls == [best * gain, best * gain, best / gain, best / gain]
+    # a neighbour that passes the rate to beat gets the full search; the fallback plays no part
+    calls.clear()
+    found = rate_search(
+        server(1500, 3000, calls), lambda p: passes(p, 20), 3000, first=best * gain, coarse=2, fallback=best / gain
+    )
+    assert not found.coarse
+    assert found.rate >= 1500 / 1.05
+    assert best / gain not in calls
+
+
 def hiccups(limit: float, at: set[float], calls: list[float]) -> Any:
     """The synthetic server of :func:`server`, but the first window at each rate in ``at`` fails (a pause)."""
     steady = server(limit)
@@ -226,17 +256,27 @@ def evaluations(*served: tuple[int, float, bool]) -> list[Evaluation]:
 
 def test_the_search_best_and_near_ones_are_measured_again_and_the_highest_median_wins() -> None:
     found = evaluations((32, 1000, False), (16, 950, False), (8, 700, False), (64, 900, True), (4, 850, False))
-    session = Reruns(found, {32: [600, 610], 16: [940, 960], 4: [800, 790]})
+    session = Reruns(found, {32: [600, 610], 16: [940, 960], 64: [1010, 1020], 4: [800, 790]})
 
     contenders = measure_again(session, found[0], 2)  # type: ignore[arg-type]
 
-    # within 80 % of the best and fully searched: 950 and 850; 700 is too far, 900 only a lower bound
-    assert [c.evaluation.served for c in contenders] == [1000, 950, 850]
-    assert [c.spread.rates for c in contenders] == [(1000, 600, 610), (950, 940, 960), (850, 800, 790)]
-    assert choose(contenders).evaluation is found[1]  # one lucky window made 32 the search's best
+    # within 80 % of the best: 950 and 900 (a coarse search's lower bound); 850 comes after them, 700 is too far
+    assert [c.evaluation.served for c in contenders] == [1000, 950, 900]
+    assert [c.spread.rates for c in contenders] == [(1000, 600, 610), (950, 940, 960), (900, 1010, 1020)]
+    # one lucky window made 32 the search's best; the neighbour that only tied it within the gain wins
+    assert choose(contenders).evaluation is found[3]
     # in rounds, back and forth, so that a drift of the machine's speed falls on every contender alike; the
-    # search's last (4), which Triton still serves, first, and each round starts where the one before ended
-    assert [o.max_batch_size for o in session.remeasured] == [4, 32, 16, 16, 32, 4]
+    # search's last (4) is not a contender, so the rounds start with the search's best
+    assert [o.max_batch_size for o in session.remeasured] == [32, 16, 64, 64, 16, 32]
+
+
+def test_a_coarse_neighbour_below_the_bar_is_not_measured_again() -> None:
+    # 700: what a coarse search placed between the floor and the fallback; not within reach of 1000
+    found = evaluations((32, 1000, False), (64, 700, True), (4, 850, False))
+    session = Reruns(found, {32: [990, 1000], 4: [800, 790]})
+    contenders = measure_again(session, found[0], 2)  # type: ignore[arg-type]
+    assert [c.evaluation.served for c in contenders] == [1000, 850]
+    assert [o.max_batch_size for o in session.remeasured] == [4, 32, 32, 4]
 
 
 def test_rounds_go_back_and_forth_so_a_steady_drift_falls_on_each_alike() -> None:

@@ -58,8 +58,10 @@ def tune(project: Project, settings: TuneSettings, hooks: TuneHooks | None = Non
 
         def score(point: Point) -> float:
             best = max((e.served for e in session.evaluations), default=0.0)
-            beat = best * (1 + settings.min_gain) if best > 0 else None
-            return session.evaluate(options_at(base, point), beat).served
+            if best <= 0:
+                return session.evaluate(options_at(base, point)).served
+            gain = 1 + settings.min_gain
+            return session.evaluate(options_at(base, point), beat=best * gain, tie=best / gain).served
 
         if settings.exhaustive:
             stopped = _every_point(session, base, space, target, settings.reruns)
@@ -125,7 +127,8 @@ def measure_again(
     search's best always (its time is reserved), the others as far as the budget allows. The others are the
     ``incumbent`` first (the search's start, what the model is published with now: a challenger has to beat
     it in the same rounds, however far below it one search put it), then those within
-    :data:`CONTENDER_SHARE` of the best. One window's luck decided the search's order; the medians decide the winner.
+    :data:`CONTENDER_SHARE` of the best, a neighbour that only tied the best within the climb's gain (a
+    coarse search) among them. One window's luck decided the search's order; the medians decide the winner.
 
     The searches go in rounds, every other one backwards (A B C, C B A: :func:`~nexus.tune.results.serpentine`),
     not one contender after another: the machine's speed drifts over minutes (:mod:`nexus.tune.reference`), and
@@ -135,9 +138,8 @@ def measure_again(
     if best.served <= 0 or reruns == 0:
         return []
     bar = CONTENDER_SHARE * best.served
-    near = sorted(
-        (e for e in session.evaluations if e is not best and not e.coarse and e.served >= bar), key=lambda e: -e.served
-    )
+    # a coarse search's rate is a lower bound: one above the bar passed the best's rate less the climb's gain
+    near = sorted((e for e in session.evaluations if e is not best and e.served >= bar), key=lambda e: -e.served)
     if incumbent is not None and incumbent is not best and incumbent.served > 0 and not incumbent.coarse:
         near = [incumbent, *(e for e in near if e is not incumbent)]
     contenders = [Contender(best)]

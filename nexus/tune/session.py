@@ -92,12 +92,14 @@ class Session:
             late_ms=max(1.0, self.target.ms / 4),
         )
 
-    def evaluate(self, options: ServingOptions, beat: float | None = None) -> Evaluation:
+    def evaluate(self, options: ServingOptions, beat: float | None = None, tie: float | None = None) -> Evaluation:
         """Apply ``options`` and find the rate they serve under the target.
 
         Args:
             beat: the rate a configuration must serve to matter (the best so far plus the climb's gain);
                 its search starts there, and stops after :attr:`SearchShape.coarse` more windows if it fails.
+            tie: with ``beat``, the rate tried first after failing it (the best so far less the climb's
+                gain): passing it, the configuration is within reach of the best.
         """
         self.hooks.evaluating(options)
         evaluation = Evaluation(options)
@@ -119,12 +121,18 @@ class Session:
             return probe.achieved
 
         evaluation.capacity = estimate_capacity(burst, 2 * max(known, default=500.0))
-        self.search(evaluation, first=beat, coarse=self.shape.coarse if beat else None)
+        self.search(evaluation, first=beat, coarse=self.shape.coarse if beat else None, fallback=tie)
         evaluation.measure_s = time.monotonic() - start
         self._done(evaluation)
         return evaluation
 
-    def search(self, evaluation: Evaluation, first: float | None = None, coarse: int | None = None) -> None:
+    def search(
+        self,
+        evaluation: Evaluation,
+        first: float | None = None,
+        coarse: int | None = None,
+        fallback: float | None = None,
+    ) -> None:
         """The rate search of :mod:`nexus.tune.rates` on the applied configuration, into ``evaluation``."""
         found = rate_search(
             lambda rate: self._probe(rate, self.shape.windows),
@@ -134,6 +142,7 @@ class Session:
             resolution=self.shape.resolution,
             max_probes=self.shape.max_probes,
             coarse=coarse,
+            fallback=fallback,
         )
         evaluation.probes += found.probes
         evaluation.served, evaluation.at, evaluation.coarse = found.rate, found.served, found.coarse
