@@ -149,6 +149,25 @@ def test_the_rate_search_stops_at_once_when_the_capacity_passes_or_the_floor_fai
     assert calls == [1000, 20, 20]  # the floor is tried twice before the search gives up
 
 
+def test_a_capacity_that_passes_is_no_ceiling_the_search_steps_above_it() -> None:
+    # the burst said 1000; the configuration sustains 1180 under the target
+    calls: list[float] = []
+    found = rate_search(server(1180, 5000, calls), lambda p: passes(p, 20), 1000, above=3)
+    assert calls[:3] == pytest.approx([1000, 1100, 1210])  # 10 % steps (twice the resolution) until one fails
+    assert 1180 / 1.05 <= found.rate <= 1180  # then bisected to the resolution
+    assert len(calls) == 4
+    # at most ``above`` steps: 1000 * 1.1 ** 3 = 1331 is the last rate tried
+    calls.clear()
+    found = rate_search(server(5000, 5000, calls), lambda p: passes(p, 20), 1000, above=3)
+    assert calls == pytest.approx([1000, 1100, 1210, 1331])
+    assert found.rate == pytest.approx(1331)
+    # a failure above the capacity is not confirmed: failing there is what is expected
+    calls.clear()
+    found = rate_search(server(1000, 5000, calls), lambda p: passes(p, 20), 1000, above=3)
+    assert calls == pytest.approx([1000, 1100, math.sqrt(1000 * 1100)])
+    assert found.rate == 1000
+
+
 def test_a_configuration_that_fails_the_rate_it_must_beat_gets_only_a_coarse_search() -> None:
     calls: list[float] = []
     found = rate_search(server(300, calls=calls), lambda p: passes(p, 20), 1000, first=600, coarse=2)

@@ -21,6 +21,10 @@ tested without a server. The design:
    percentile's window, and a bisection that took it for the limit never came back above it
    (docs/tuning.md measured the same configuration's rate moving 1,753 -> 1,066 req/s that way). Each
    real failure costs one more window; a pause costs one window instead of the rest of the search.
+   **Above the capacity**: when the capacity itself passes, the search steps above it (``above``), 10 %
+   at a time, until a window fails, and bisects that step. A burst is short and comes right after a load;
+   at a loose target every configuration passed its own, so the served rate was one burst's figure, and
+   the same configuration's burst moved 4,536-5,770 req/s within minutes (docs/tuning.md, 2026-12-07 21:39).
 3. **Pruning.** A neighbour in the hill climb only matters if it beats the current best by the climb's
    5 %; its search starts at that rate (the hint), and if it fails there only ``coarse`` more windows
    place it: first at the ``fallback`` (the best's rate less the 5 %), then between the two. Passing the
@@ -131,6 +135,7 @@ def rate_search(
     max_probes: int = 9,
     coarse: int | None = None,
     fallback: float | None = None,
+    above: int = 0,
     confirm: bool = True,
 ) -> RateSearch:
     """The highest rate between ``floor * capacity`` and ``capacity`` that passes ``ok``.
@@ -141,6 +146,8 @@ def rate_search(
             passed: failing it, at most ``coarse`` more windows are spent.
         fallback: with ``coarse`` and ``first``, the rate tried after ``first`` failed, before the floor (the
             best's rate less the climb's gain: whether the configuration is within reach of the best).
+        above: when ``capacity`` itself passes, step above it, twice ``resolution`` at a time, at most this
+            many steps: the burst's figure is no upper bound of what the configuration sustains.
         confirm: measure a rate that failed between the floor and ``capacity`` once more before taking it as
             failed (the second window counts against ``max_probes`` too).
     """
@@ -155,6 +162,7 @@ def rate_search(
     fall = None
     if hint is not None and coarse is not None and fallback is not None and low < fallback < hint:
         fall = fallback
+    ceiling = top * (1 + 2 * resolution) ** above * (1 + 1e-9)
     tried: list[float] = []
     while len(result.probes) < budget:
         if not result.probes:
@@ -168,9 +176,12 @@ def rate_search(
                 break
             rate = low
         elif bad is None:
-            if top in tried:
+            if top not in tried:
+                rate = top
+            elif good.offered * (1 + 2 * resolution) <= ceiling:
+                rate = good.offered * (1 + 2 * resolution)
+            else:
                 break
-            rate = top
         else:
             if bad <= good.offered * (1 + resolution):
                 break

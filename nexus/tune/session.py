@@ -44,6 +44,8 @@ class SearchShape:
     max_probes: int
     #: Windows spent on a configuration after it failed the rate it had to pass to beat the best.
     coarse: int = 2
+    #: Steps above a capacity that passed (:func:`~nexus.tune.rates.rate_search`).
+    above: int = 3
 
 
 class Session:
@@ -143,6 +145,7 @@ class Session:
             max_probes=self.shape.max_probes,
             coarse=coarse,
             fallback=fallback,
+            above=self.shape.above,
         )
         evaluation.probes += found.probes
         evaluation.served, evaluation.at, evaluation.coarse = found.rate, found.served, found.coarse
