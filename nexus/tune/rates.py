@@ -21,10 +21,11 @@ tested without a server. The design:
    percentile's window, and a bisection that took it for the limit never came back above it
    (docs/tuning.md measured the same configuration's rate moving 1,753 -> 1,066 req/s that way). Each
    real failure costs one more window; a pause costs one window instead of the rest of the search.
-   **Above the capacity**: when the capacity itself passes, the search steps above it (``above``), 10 %
-   at a time, until a window fails, and bisects that step. A burst is short and comes right after a load;
-   at a loose target every configuration passed its own, so the served rate was one burst's figure, and
-   the same configuration's burst moved 4,536-5,770 req/s within minutes (docs/tuning.md, 2026-12-07 21:39).
+   **Above the capacity**: when the capacity itself passes, the search steps above it (``above``) by
+   twice ``resolution`` (10 %; 20 % with ``--quick``) until a window fails, and bisects that step. A
+   burst is short and comes right after a load; at a loose target nearly every configuration passed its
+   own, so its served rate was one burst's figure, and bursts of one configuration moved 3,952-6,250
+   req/s within a minute (docs/tuning.md, 2026-12-07).
 3. **Pruning.** A neighbour in the hill climb only matters if it beats the current best by the climb's
    5 %; its search starts at that rate (the hint), and if it fails there only ``coarse`` more windows
    place it: first at the ``fallback`` (the best's rate less the 5 %), then between the two. Passing the
