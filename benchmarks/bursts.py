@@ -10,8 +10,10 @@ batching benchmark's MLP, two instances, adaptive batching, p99 100 ms windows a
 1. ``back to back``: after each of three reloads, four bursts at 10,000 req/s of max batch 64 and of
    max batch 32, in turns (AB, BA, AB). Says how wide one burst's figure is, and whether the first
    burst after a load is the lowest (a cold start).
-2. ``fresh``: max batch 32 as the tuner's Triton starts with it (the tuner's start is measured so), then
-   after 2, 4 and 6 reloads; five bursts at 8,000 req/s each time.
+2. ``fresh``: max batch 32 as the tuner's Triton first serves it, then after 2, 4 and 6 more reloads; five
+   bursts at 8,000 req/s each time. Until 2026-12-07 the tuner's Triton started on its first configuration
+   (a fresh Triton served more); since then it starts on a variant and loads the first one
+   (:func:`nexus.tune.own_triton.starter`), so the first line is after one reload.
 
 It prints the achieved rates; docs/tuning.md quotes a run of it (2026-12-07).
 """
@@ -51,11 +53,11 @@ def main() -> None:
         settings = TuneSettings("mlp", Target(99, 100), quick=True, record=False, out=Path(tmp) / "out")
         version = project.resolve("mlp")
         with own_triton(project, settings, version, SMALL, Path(tmp), math.inf, TuneHooks()) as session:
-            print(f"fresh: mbs 32 as Triton started: {bursts(session, SMALL, 8000, 5)}", flush=True)
+            print(f"fresh: mbs 32 as the tuner first serves it: {bursts(session, SMALL, 8000, 5)}", flush=True)
             for reloads in (2, 4, 6):
                 session.candidates.apply(LARGE)
                 session.candidates.apply(SMALL)
-                print(f"fresh: mbs 32 after {reloads} reloads: {bursts(session, SMALL, 8000, 5)}", flush=True)
+                print(f"fresh: mbs 32 after {reloads} more reloads: {bursts(session, SMALL, 8000, 5)}", flush=True)
             for turn in range(3):
                 order = ((LARGE, SMALL), (SMALL, LARGE)) if turn % 2 == 0 else ((SMALL, LARGE), (LARGE, SMALL))
                 for options, other in order:
